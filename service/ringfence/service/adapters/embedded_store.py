@@ -1,0 +1,220 @@
+"""The embedded profile store: live profiles in bounded in-memory LRU caches, persisted to
+SQLite (WAL) so a restart keeps them. No server needed.
+
+Durability: changed profiles are checkpointed every ``checkpoint_interval`` seconds, when they
+are evicted from memory and on close, so a crash loses at most one interval of profile
+updates (the event log has its own, stronger guarantee). Profiles idle for longer than the
+retention are purged from memory and disk by ``purge``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from ringfence.service.adapters.codec import decision_from_json, decision_to_json
+from ringfence.service.adapters.sqlite_writer import SqliteWriter, connect
+from ringfence.service.core.model import AccountSummary, Decision, Linkage
+from ringfence.service.core.profiles import (
+    AccountEvent,
+    AccountProfile,
+    SharedProfile,
+    linkage,
+    summary,
+)
+
+P = TypeVar("P", AccountProfile, SharedProfile)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {table} (
+    key TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL,
+    profile BLOB NOT NULL,
+    decision TEXT
+);
+CREATE INDEX IF NOT EXISTS {table}_last_seen ON {table}(last_seen);
+"""
+
+
+class _Book(Generic[P]):
+    """One kind of profile: an LRU cache over a SQLite table, with write-behind."""
+
+    def __init__(self, table: str, capacity: int, reader: sqlite3.Connection | None,
+                 writer: SqliteWriter | None, decode: Callable[[bytes], P]) -> None:
+        self.table = table
+        self.capacity = capacity
+        self.cache: OrderedDict[str, P] = OrderedDict()
+        self.decisions: dict[str, Decision] = {}
+        self.dirty: set[str] = set()
+        self._reader = reader
+        self._writer = writer
+        self._decode = decode
+        # Evicted or checkpointed rows not yet committed: a read must see them, not disk.
+        self._pending: dict[str, tuple[bytes, float, str | None]] = {}
+        self._pending_lock = threading.Lock()
+
+    def get(self, key: str) -> P | None:
+        profile = self.cache.get(key)
+        if profile is not None:
+            self.cache.move_to_end(key)
+            return profile
+        row = self._load(key)
+        if row is None:
+            return None
+        blob, decision = row
+        profile = self._decode(blob)
+        self._insert(key, profile)
+        if decision:
+            self.decisions[key] = decision_from_json(decision)
+        return profile
+
+    def put_new(self, key: str, profile: P) -> None:
+        self._insert(key, profile)
+        self.dirty.add(key)
+
+    def touch(self, key: str) -> None:
+        self.dirty.add(key)
+
+    def checkpoint(self) -> int:
+        for key in self.dirty:
+            profile = self.cache.get(key)
+            if profile is not None:
+                self._write(key, profile)
+        n = len(self.dirty)
+        self.dirty.clear()
+        return n
+
+    def purge(self, before: float) -> int:
+        stale = [k for k, p in self.cache.items() if p.last_seen < before]
+        for key in stale:
+            del self.cache[key]
+            self.decisions.pop(key, None)
+            self.dirty.discard(key)
+        if self._writer is not None:
+            self._writer.submit((f"DELETE FROM {self.table} WHERE last_seen < ?", (before,)))
+        return len(stale)
+
+    def _insert(self, key: str, profile: P) -> None:
+        self.cache[key] = profile
+        if len(self.cache) > self.capacity:
+            old_key, old = self.cache.popitem(last=False)
+            if old_key in self.dirty:
+                self.dirty.discard(old_key)
+                self._write(old_key, old)
+            self.decisions.pop(old_key, None)
+
+    def _write(self, key: str, profile: P) -> None:
+        if self._writer is None:
+            return
+        decision = self.decisions.get(key)
+        row = (profile.to_bytes(), profile.last_seen,
+               decision_to_json(decision) if decision else None)
+        with self._pending_lock:
+            self._pending[key] = row
+
+        def committed() -> None:
+            with self._pending_lock:
+                if self._pending.get(key) is row:
+                    del self._pending[key]
+
+        self._writer.submit((
+            f"INSERT INTO {self.table}(key, last_seen, profile, decision) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET last_seen=excluded.last_seen, "
+            "profile=excluded.profile, decision=excluded.decision",
+            (key, row[1], row[0], row[2])), committed)
+
+    def _load(self, key: str) -> tuple[bytes, str | None] | None:
+        with self._pending_lock:
+            pending = self._pending.get(key)
+        if pending is not None:
+            return pending[0], pending[2]
+        if self._reader is None:
+            return None
+        found = self._reader.execute(
+            f"SELECT profile, decision FROM {self.table} WHERE key = ?", (key,)).fetchone()
+        return None if found is None else (found[0], found[1])
+
+
+class EmbeddedProfileStore:
+    """ProfileStore in process memory, optionally persisted to a SQLite file."""
+
+    def __init__(self, path: Path | None, *, max_accounts: int = 1_000_000,
+                 max_shared: int = 1_000_000, flush_interval: float = 0.2) -> None:
+        self._writer: SqliteWriter | None = None
+        reader: sqlite3.Connection | None = None
+        if path is not None:
+            self._writer = SqliteWriter(path, name="profiles", flush_interval=flush_interval)
+            for table in ("accounts", "devices", "prefixes"):
+                for statement in _SCHEMA.format(table=table).split(";"):
+                    if statement.strip():
+                        self._writer.execute_now(statement)
+            reader = connect(path)
+        self._reader = reader
+        self.accounts: _Book[AccountProfile] = _Book(
+            "accounts", max_accounts, reader, self._writer, AccountProfile.from_bytes)
+        self.devices: _Book[SharedProfile] = _Book(
+            "devices", max_shared, reader, self._writer, SharedProfile.from_bytes)
+        self.prefixes: _Book[SharedProfile] = _Book(
+            "prefixes", max_shared, reader, self._writer, SharedProfile.from_bytes)
+
+    def record(self, account_id: str, device_key: str, prefix_key: str, event: AccountEvent,
+               created_at: float | None) -> Linkage:
+        account = self.accounts.get(account_id)
+        if account is None:
+            account = AccountProfile(event.t)
+            self.accounts.put_new(account_id, account)
+        account.record(event, created_at)
+        self.accounts.touch(account_id)
+        device = self._shared(self.devices, device_key, event.t)
+        device.record(event.t, event.account_token)
+        prefix = self._shared(self.prefixes, prefix_key, event.t)
+        prefix.record(event.t, event.account_token)
+        return linkage(account, device, prefix, event.t)
+
+    def account_summary(self, account_id: str, now: float) -> AccountSummary | None:
+        account = self.accounts.get(account_id)
+        return None if account is None else summary(account_id, account, now)
+
+    def save_decision(self, account_id: str, decision: Decision) -> None:
+        self.accounts.decisions[account_id] = decision
+        self.accounts.touch(account_id)
+
+    def last_decision(self, account_id: str) -> Decision | None:
+        if self.accounts.get(account_id) is None:
+            return None
+        return self.accounts.decisions.get(account_id)
+
+    def checkpoint(self) -> int:
+        """Queue every changed profile for writing; returns how many."""
+        return sum(book.checkpoint() for book in (self.accounts, self.devices, self.prefixes))
+
+    def flush(self) -> None:
+        """Checkpoint and wait until it is committed."""
+        self.checkpoint()
+        if self._writer is not None:
+            self._writer.flush()
+
+    def purge(self, before: float) -> int:
+        """Forget profiles not seen since ``before`` (epoch seconds)."""
+        return sum(book.purge(before) for book in (self.accounts, self.devices, self.prefixes))
+
+    def close(self) -> None:
+        self.checkpoint()
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader is not None:
+            self._reader.close()
+
+    @staticmethod
+    def _shared(book: _Book[SharedProfile], key: str, t: float) -> SharedProfile:
+        profile = book.get(key)
+        if profile is None:
+            profile = SharedProfile(t)
+            book.put_new(key, profile)
+        else:
+            book.touch(key)
+        return profile

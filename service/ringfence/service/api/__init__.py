@@ -1,0 +1,1 @@
+"""The gRPC edge: servicers, protobuf ⇄ domain conversion, error → status mapping."""

@@ -1,0 +1,234 @@
+"""Protobuf ⇄ domain conversion. Requests are validated here: every problem becomes a
+FieldViolation naming the field, and all of a request's problems are reported at once."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from ringfence.service.core.errors import FieldViolation, InvalidInput
+from ringfence.service.core.model import (
+    AccountSummary,
+    Decision,
+    Fingerprint,
+    IpAddress,
+    Observation,
+    RequestContext,
+    TaskCategory,
+)
+from ringfence.v1 import risk_pb2 as pb
+
+_MIN_TIMESTAMP = -62135596800  # 0001-01-01, the protobuf Timestamp range
+_MAX_TIMESTAMP = 253402300799  # 9999-12-31
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input bounds that come from settings."""
+
+    max_clock_skew_s: float = 300.0
+    max_event_age_s: float = 7 * 86400.0
+
+
+# Longest accepted value per string field (characters).
+MAX_LEN = {
+    "account_id": 256, "api_key_id": 256, "org_id": 256, "client_ip": 64,
+    "ja4": 128, "ja3": 1024, "user_agent": 1024, "header_name": 128, "sdk_name": 128,
+    "sdk_version": 64, "device_id": 256, "accept_language": 256, "map_key": 64,
+    "extra_value": 1024, "attribute_value": 256, "endpoint": 256, "model": 128,
+}
+MAX_FORWARDED = 16
+MAX_HEADERS = 64
+MAX_EXTRA = 16
+MAX_ATTRIBUTES = 32
+
+
+class _Check:
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def bad(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def text(self, field: str, value: str, limit_name: str, *, required: bool = False) -> str:
+        limit = MAX_LEN[limit_name]
+        if required and not value.strip():
+            self.bad(field, "is required")
+        elif len(value) > limit:
+            self.bad(field, f"is {len(value)} characters long; at most {limit} are allowed")
+        elif any(ord(c) < 32 or c == "\x7f" for c in value):
+            self.bad(field, "contains control characters")
+        return value
+
+    def ip(self, field: str, value: str, *, required: bool) -> IpAddress | None:
+        if not value:
+            if required:
+                self.bad(field, "is required")
+            return None
+        if len(value) > MAX_LEN["client_ip"]:
+            self.bad(field, "is not an IPv4 or IPv6 address")
+            return None
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            self.bad(field, "is not an IPv4 or IPv6 address")
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped
+        return ip
+
+    def mapping(self, field: str, value: Mapping[str, str], max_entries: int,
+                value_limit: str) -> dict[str, str]:
+        if len(value) > max_entries:
+            self.bad(field, f"has {len(value)} entries; at most {max_entries} are allowed")
+            return {}
+        for key, item in value.items():
+            self.text(f'{field}["{key[:64]}"]', key, "map_key", required=True)
+            self.text(f'{field}["{key[:64]}"]', item, value_limit)
+        return dict(value)
+
+    def time(self, field: str, ts: Timestamp, now: float, limits: Limits, *,
+             check_age: bool) -> float | None:
+        if not _MIN_TIMESTAMP <= ts.seconds <= _MAX_TIMESTAMP or not 0 <= ts.nanos < 10**9:
+            self.bad(field, "is not a valid timestamp")
+            return None
+        t = ts.seconds + ts.nanos / 1e9
+        if t > now + limits.max_clock_skew_s:
+            self.bad(field, f"is {t - now:.0f} s in the future; at most "
+                            f"{limits.max_clock_skew_s:.0f} s of clock skew is allowed")
+            return None
+        if check_age and t < now - limits.max_event_age_s:
+            self.bad(field, f"is {now - t:.0f} s in the past; events older than "
+                            f"{limits.max_event_age_s:.0f} s are not accepted")
+            return None
+        return t
+
+
+def to_observation(req: pb.ScoreRequest, *, now: float, limits: Limits) -> Observation:
+    """Validate and convert a ScoreRequest; raises InvalidInput naming every bad field."""
+    c = _Check()
+    account_id = c.text("account_id", req.account_id, "account_id", required=True)
+    api_key_id = c.text("api_key_id", req.api_key_id, "api_key_id")
+    org_id = c.text("org_id", req.org_id, "org_id")
+    client_ip = c.ip("client_ip", req.client_ip, required=True)
+    forwarded: list[IpAddress] = []
+    if len(req.forwarded_for) > MAX_FORWARDED:
+        c.bad("forwarded_for", f"has {len(req.forwarded_for)} addresses; at most "
+                               f"{MAX_FORWARDED} are allowed")
+    else:
+        for i, value in enumerate(req.forwarded_for):
+            ip = c.ip(f"forwarded_for[{i}]", value, required=True)
+            if ip is not None:
+                forwarded.append(ip)
+
+    f = req.fingerprint
+    headers: tuple[str, ...] = ()
+    if len(f.header_names) > MAX_HEADERS:
+        c.bad("fingerprint.header_names", f"has {len(f.header_names)} names; at most "
+                                          f"{MAX_HEADERS} are allowed")
+    else:
+        headers = tuple(c.text(f"fingerprint.header_names[{i}]", h, "header_name",
+                               required=True) for i, h in enumerate(f.header_names))
+    fingerprint = Fingerprint(
+        ja4=c.text("fingerprint.ja4", f.ja4, "ja4"),
+        ja3=c.text("fingerprint.ja3", f.ja3, "ja3"),
+        user_agent=c.text("fingerprint.user_agent", f.user_agent, "user_agent"),
+        header_names=headers,
+        sdk_name=c.text("fingerprint.sdk_name", f.sdk_name, "sdk_name"),
+        sdk_version=c.text("fingerprint.sdk_version", f.sdk_version, "sdk_version"),
+        device_id=c.text("fingerprint.device_id", f.device_id, "device_id"),
+        accept_language=c.text("fingerprint.accept_language", f.accept_language,
+                               "accept_language"),
+        extra_fingerprints=c.mapping("fingerprint.extra_fingerprints", f.extra_fingerprints,
+                                     MAX_EXTRA, "extra_value"),
+        attributes=c.mapping("fingerprint.attributes", f.attributes, MAX_ATTRIBUTES,
+                             "attribute_value"),
+    )
+
+    x = req.context
+    event_time: float | None = now
+    if x.HasField("event_time"):
+        event_time = c.time("context.event_time", x.event_time, now, limits, check_age=True)
+    task = TaskCategory.UNSPECIFIED
+    if x.task_category in TaskCategory._value2member_map_:
+        task = TaskCategory(x.task_category)
+    else:
+        c.bad("context.task_category", f"unknown value {x.task_category}")
+    created_at = None
+    if req.HasField("account_created_at"):
+        created_at = c.time("account_created_at", req.account_created_at, now, limits,
+                            check_age=False)
+    context = RequestContext(
+        event_time=now if event_time is None else event_time,
+        endpoint=c.text("context.endpoint", x.endpoint, "endpoint"),
+        model=c.text("context.model", x.model, "model"),
+        task=task,
+        input_tokens=x.input_tokens,
+        output_tokens=x.output_tokens,
+        content_signature=x.content_signature if x.HasField("content_signature") else None,
+    )
+    if c.violations:
+        raise InvalidInput(c.violations)
+    assert client_ip is not None  # guaranteed by the required check above
+    return Observation(
+        account_id=account_id, client_ip=client_ip, context=context, fingerprint=fingerprint,
+        api_key_id=api_key_id, org_id=org_id, forwarded_for=tuple(forwarded),
+        account_created_at=created_at,
+    )
+
+
+def _timestamp(t: float) -> Timestamp:
+    ts = Timestamp()
+    seconds = math.floor(t)
+    ts.seconds = seconds
+    ts.nanos = min(999_999_999, round((t - seconds) * 1e9))
+    return ts
+
+
+def to_score_response(d: Decision) -> pb.ScoreResponse:
+    response = pb.ScoreResponse(
+        risk_score=d.risk_score,
+        action=int(d.action),
+        policy_action=int(d.policy_action),
+        shadow=d.shadow,
+        route_to_fallback=d.route_to_fallback,
+        limit_key=d.limit_key,
+        limit_scope=int(d.limit_scope),
+        suggested_limit=pb.Limit(requests_per_unit=d.suggested_limit.requests_per_unit,
+                                 unit=int(d.suggested_limit.unit)),
+        reasons=[pb.Reason(code=r.code, weight=r.weight, message=r.message)
+                 for r in d.reasons],
+        model_version=d.model_version,
+        policy_version=d.policy_version,
+        degraded=d.degraded,
+        decided_at=_timestamp(d.decided_at),
+    )
+    response.decision_ttl.FromNanoseconds(round(d.ttl_seconds * 1e9))
+    if d.cluster is not None:
+        response.cluster.cluster_id = d.cluster.cluster_id
+        response.cluster.size = d.cluster.size
+    return response
+
+
+def to_account_profile(s: AccountSummary) -> pb.AccountProfile:
+    return pb.AccountProfile(
+        account_id=s.account_id,
+        first_seen=_timestamp(s.first_seen),
+        last_seen=_timestamp(s.last_seen),
+        total_requests=s.total_requests,
+        requests=pb.WindowCounts(last_5m=s.requests.last_5m, last_1h=s.requests.last_1h,
+                                 last_24h=s.requests.last_24h),
+        distinct_ips=s.distinct_ips,
+        distinct_prefixes=s.distinct_prefixes,
+        distinct_asns=s.distinct_asns,
+        distinct_countries=s.distinct_countries,
+        distinct_devices=s.distinct_devices,
+        task_mix=[pb.TaskCount(task_category=int(task), requests=n)
+                  for task, n in sorted(s.task_mix.items())],
+        input_tokens=s.input_tokens,
+        output_tokens=s.output_tokens,
+        anonymized_share=s.anonymized_share,
+    )

@@ -1,0 +1,57 @@
+"""The one table from domain errors to gRPC status codes, with rich details.
+
+    InvalidInput  -> INVALID_ARGUMENT, google.rpc.BadRequest listing every field violation
+    NotFound      -> NOT_FOUND
+    NotReady      -> UNAVAILABLE
+    anything else -> INTERNAL with a generic message; the cause is logged, never sent
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from ringfence.service.core.errors import InvalidInput, NotFound, NotReady
+from ringfence.v1 import risk_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+_CODES: tuple[tuple[type[Exception], grpc.StatusCode, int], ...] = (
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
+    (NotReady, grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
+)
+INTERNAL_MESSAGE = "internal error; the server logged the cause"
+
+
+def rich_status(exc: Exception) -> grpc.Status:
+    """The status (with google.rpc details where they help) for a domain error."""
+    for kind, _, code in _CODES:
+        if isinstance(exc, kind):
+            status = status_pb2.Status(code=code, message=str(exc))
+            if isinstance(exc, InvalidInput):
+                detail = any_pb2.Any()
+                detail.Pack(error_details_pb2.BadRequest(field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description)
+                    for v in exc.violations]))
+                status.details.append(detail)
+            return rpc_status.to_status(status)
+    log.error("unexpected error while serving a request", exc_info=exc)
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL,
+                                                  message=INTERNAL_MESSAGE))
+
+
+def item_error(exc: Exception) -> pb.ItemError:
+    """The error of one batch item (same mapping, as a message inside the response)."""
+    for kind, _, code in _CODES:
+        if isinstance(exc, kind):
+            violations = exc.violations if isinstance(exc, InvalidInput) else ()
+            return pb.ItemError(code=code, message=str(exc), field_violations=[
+                pb.FieldViolation(field=v.field, description=v.description)
+                for v in violations])
+    log.error("unexpected error while scoring a batch item", exc_info=exc)
+    return pb.ItemError(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)

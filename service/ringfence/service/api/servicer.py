@@ -1,0 +1,128 @@
+"""The RiskService servicer: convert the request, call the engine, convert the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+from ringfence.service.api.convert import (
+    Limits,
+    to_account_profile,
+    to_observation,
+    to_score_response,
+)
+from ringfence.service.api.errors import item_error, rich_status
+from ringfence.service.api.wire import find_bad_field
+from ringfence.service.core.engine import RiskEngine
+from ringfence.service.core.errors import FieldViolation, InvalidInput
+from ringfence.service.core.ports import Clock
+from ringfence.v1 import risk_pb2 as pb
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RiskService"].full_name
+_YIELD_EVERY = 64  # batch items scored between yields to the event loop
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Stands in for a request protobuf could not parse, so the error can name the field."""
+
+    field: str | None
+
+
+def _deserializer(message: type[Message]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError:
+            return Undecodable(find_bad_field(message.DESCRIPTOR, data))
+    return deserialize
+
+
+def _rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp]]
+         ) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    """Reject undecodable requests and map domain errors to statuses (api/errors.py)."""
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            if isinstance(request, Undecodable):
+                field = request.field or "(message)"
+                raise InvalidInput([FieldViolation(field, "is not valid protobuf "
+                                                   "(a string must be valid UTF-8)")])
+            return await method(self, request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # every error leaves as a deliberate status
+            status = rich_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            raise  # abort raises; this line is never reached
+    return wrapper
+
+
+class RiskServicer:
+    def __init__(self, engine: RiskEngine, clock: Clock, limits: Limits,
+                 max_batch_size: int) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._limits = limits
+        self._max_batch = max_batch_size
+
+    @_rpc
+    async def Score(self, request: pb.ScoreRequest,
+                    context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        obs = to_observation(request, now=self._clock.now(), limits=self._limits)
+        return to_score_response(self._engine.score(obs))
+
+    @_rpc
+    async def ScoreBatch(self, request: pb.ScoreBatchRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ScoreBatchResponse:
+        if len(request.requests) > self._max_batch:
+            raise InvalidInput([FieldViolation(
+                "requests", f"has {len(request.requests)} items; at most {self._max_batch} "
+                            "are allowed per call")])
+        results = []
+        for i, item in enumerate(request.requests):
+            if i and i % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let other calls progress during a large batch
+            try:
+                obs = to_observation(item, now=self._clock.now(), limits=self._limits)
+                results.append(pb.ScoreBatchResult(
+                    response=to_score_response(self._engine.score(obs))))
+            except InvalidInput as exc:
+                results.append(pb.ScoreBatchResult(error=item_error(
+                    exc.prefixed(f"requests[{i}]"))))
+            except Exception as exc:
+                results.append(pb.ScoreBatchResult(error=item_error(exc)))
+        return pb.ScoreBatchResponse(results=results)
+
+    @_rpc
+    async def GetAccount(self, request: pb.GetAccountRequest,
+                         context: grpc.aio.ServicerContext) -> pb.GetAccountResponse:
+        if not request.account_id:
+            raise InvalidInput([FieldViolation("account_id", "is required")])
+        summary, decision = self._engine.account(request.account_id)
+        response = pb.GetAccountResponse(profile=to_account_profile(summary))
+        if decision is not None:
+            response.last_decision.CopyFrom(to_score_response(decision))
+        return response
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """Method handlers whose deserializers tolerate undecodable bytes (see Undecodable)."""
+        def unary(method: Callable[..., Any], req: type[Message],
+                  resp: type[Message]) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                method, request_deserializer=_deserializer(req),
+                response_serializer=resp.SerializeToString)
+
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+            "Score": unary(self.Score, pb.ScoreRequest, pb.ScoreResponse),
+            "ScoreBatch": unary(self.ScoreBatch, pb.ScoreBatchRequest, pb.ScoreBatchResponse),
+            "GetAccount": unary(self.GetAccount, pb.GetAccountRequest, pb.GetAccountResponse),
+        })

@@ -1,0 +1,164 @@
+"""The composition root: settings → adapters → engine → gRPC server, opened in order by one
+AsyncExitStack and closed in reverse. Health is NOT_SERVING until everything is open, SERVING
+while it runs, and NOT_SERVING again as soon as shutdown starts (then calls in flight drain)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from ringfence.service.adapters.clock import SystemClock
+from ringfence.service.adapters.embedded_store import EmbeddedProfileStore
+from ringfence.service.adapters.event_log import NullEventLog, SqliteEventLog
+from ringfence.service.adapters.geoip import GeoIpPaths, MaxMindGeoIp
+from ringfence.service.adapters.keyfile import load_or_create_key
+from ringfence.service.api.convert import Limits
+from ringfence.service.api.servicer import SERVICE_NAME, RiskServicer
+from ringfence.service.core.engine import RiskEngine
+from ringfence.service.core.identity import Hasher
+from ringfence.service.core.policy import Policy
+from ringfence.service.core.ports import Clock
+from ringfence.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_policy(path: Path | None) -> Policy:
+    if path is None:
+        return Policy()
+    with path.open("rb") as f:
+        return Policy.from_mapping(tomllib.load(f))
+
+
+def geoip_paths(settings: Settings) -> GeoIpPaths:
+    return GeoIpPaths(
+        asn=settings.geoip_asn_db, country=settings.geoip_country_db,
+        city=settings.geoip_city_db, anonymous_ip=settings.geoip_anonymous_ip_db,
+        isp=settings.geoip_isp_db, connection_type=settings.geoip_connection_type_db)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    ms = 1000
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * ms)),
+        ("grpc.keepalive_timeout_ms", 20 * ms),
+        ("grpc.http2.min_ping_interval_without_data_ms",
+         int(settings.min_client_ping_interval_s * ms)),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * ms)),
+        ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * ms)),
+    ]
+
+
+class App:
+    """One running ringfence service. ``start`` returns the bound port."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.health = health.aio.HealthServicer()
+        self.engine: RiskEngine | None = None
+        self.store: EmbeddedProfileStore | None = None
+        self.events: SqliteEventLog | NullEventLog | None = None
+        self.geoip: MaxMindGeoIp | None = None
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        s = self.settings
+        try:
+            await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            data_dir = s.data_dir if s.persist else None
+            key = load_or_create_key(
+                s.hash_key.get_secret_value() if s.hash_key else None, data_dir)
+            policy = load_policy(s.policy_file)
+            self.geoip = MaxMindGeoIp(geoip_paths(s), cache_size=s.geoip_cache_size)
+            self._stack.callback(self.geoip.close)
+            self.store = EmbeddedProfileStore(
+                data_dir / "state.db" if data_dir else None,
+                max_accounts=s.max_accounts_in_memory, max_shared=s.max_shared_in_memory)
+            self._stack.callback(self.store.close)
+            self.events = (SqliteEventLog(data_dir / "events.db", synchronous=s.event_log_sync)
+                           if data_dir else NullEventLog())
+            self._stack.callback(self.events.close)
+            self.engine = RiskEngine(policy=policy, geoip=self.geoip, store=self.store,
+                                     events=self.events, clock=self.clock, hasher=Hasher(key))
+            servicer = RiskServicer(
+                self.engine, self.clock,
+                Limits(max_clock_skew_s=s.max_clock_skew_s, max_event_age_s=s.max_event_age_s),
+                s.max_batch_size)
+            self.server = grpc.aio.server(options=server_options(s))
+            self.server.add_generic_rpc_handlers((servicer.handler(),))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+            self.port = self.server.add_insecure_port(f"{s.host}:{s.port}")
+            await self.server.start()
+            self._every(s.checkpoint_interval_s, self._checkpoint)
+            self._every(s.geoip_reload_interval_s, self._reload_geoip)
+            self._every(3600.0, self._purge)
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        log.info("ringfence serving", extra={"port": self.port, "policy": policy.version,
+                                             "geoip": list(self.geoip.loaded)})
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Turn unhealthy, let calls in flight finish (up to ``grace`` s), then close."""
+        await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.server is not None:
+            await self.server.stop(self.settings.shutdown_grace_s if grace is None else grace)
+            self.server = None
+        await self._stack.aclose()
+        log.info("ringfence stopped")
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+                          ) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    await job()
+                except Exception:
+                    log.exception("background job %s failed", job.__name__)
+        self._tasks.append(asyncio.create_task(loop()))
+
+    async def _checkpoint(self) -> None:
+        if self.store is not None:
+            self.store.checkpoint()
+
+    async def _reload_geoip(self) -> None:
+        if self.geoip is not None:
+            swapped = await asyncio.to_thread(self.geoip.maybe_reload)
+            if swapped:
+                log.info("geoip databases reloaded", extra={"databases": swapped})
+
+    async def _purge(self) -> None:
+        if self.store is not None:
+            n = self.store.purge(self.clock.now() - self.settings.retention_days * 86400)
+            if n:
+                log.info("purged idle profiles", extra={"profiles": n})

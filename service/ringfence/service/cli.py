@@ -1,0 +1,127 @@
+"""The ``ringfence`` command: serve, score, version."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+from pydantic import ValidationError
+from ringfence.service import __version__, logs
+from ringfence.service.app import App
+from ringfence.service.settings import ENV_PREFIX, Settings
+from ringfence.v1 import risk_pb2 as pb
+from ringfence.v1 import risk_pb2_grpc
+
+
+def _settings_help() -> str:
+    lines = ["settings (env var, default: description); a TOML file given with --config",
+             "may set the same names in lower case:"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else str(default)
+        lines.append(f"  {ENV_PREFIX}{name.upper()} ({shown}): {field.description}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ringfence", description=(
+        "Links accounts run by one operator and scores API requests for rate limiters."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC service",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=_settings_help())
+    serve.add_argument("--config", type=Path, help="TOML settings file")
+    serve.add_argument("--host", help="bind address (overrides RINGFENCE_HOST)")
+    serve.add_argument("--port", type=int, help="port (overrides RINGFENCE_PORT)")
+    serve.add_argument("--data-dir", type=Path, help="data directory")
+
+    score = sub.add_parser("score", help="score one request against a running service")
+    score.add_argument("--target", default="127.0.0.1:50051", help="host:port of the service")
+    score.add_argument("--json", dest="json_request",
+                       help="the ScoreRequest in protobuf JSON form ('-' reads stdin)")
+    score.add_argument("--account", help="account id")
+    score.add_argument("--ip", help="client IP")
+    score.add_argument("--user-agent", default="", help="User-Agent header")
+    score.add_argument("--ja4", default="", help="JA4 TLS fingerprint")
+    score.add_argument("--device-id", default="", help="client device id")
+    score.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"ringfence {__version__}")
+        return 0
+    if args.command == "score":
+        return _score(args)
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                   ("data_dir", args.data_dir)) if v is not None}
+    try:
+        settings = Settings.load(args.config, **overrides)
+    except (ValidationError, OSError, ValueError) as exc:
+        print(f"ringfence: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level, settings.log_format)
+    return asyncio.run(_run(settings))
+
+
+async def _run(settings: Settings) -> int:
+    app = App(settings)
+    try:
+        port = await app.start()
+    except Exception as exc:
+        print(f"ringfence: cannot start: {exc}", file=sys.stderr)
+        return 1
+    print(f"ringfence {__version__} serving on {settings.host}:{port}", file=sys.stderr)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await app.stop()
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    if args.json_request:
+        text = sys.stdin.read() if args.json_request == "-" else args.json_request
+        try:
+            request = json_format.Parse(text, pb.ScoreRequest())
+        except json_format.ParseError as exc:
+            print(f"ringfence: --json is not a ScoreRequest: {exc}", file=sys.stderr)
+            return 2
+    else:
+        if not args.account or not args.ip:
+            print("ringfence: give --json, or --account and --ip", file=sys.stderr)
+            return 2
+        request = pb.ScoreRequest(account_id=args.account, client_ip=args.ip,
+                                  fingerprint=pb.DeviceFingerprint(
+                                      user_agent=args.user_agent, ja4=args.ja4,
+                                      device_id=args.device_id))
+    with grpc.insecure_channel(args.target) as channel:
+        stub = risk_pb2_grpc.RiskServiceStub(channel)
+        try:
+            response = stub.Score(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"ringfence: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(json.dumps(json_format.MessageToDict(response), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

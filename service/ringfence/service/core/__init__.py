@@ -1,0 +1,1 @@
+"""The pure domain core: no grpc, protobuf, storage or maxminddb imports."""

@@ -1,0 +1,105 @@
+"""The transport-neutral data plane: one request in, one decision out.
+
+It enriches the IP, analyses the fingerprint, records the request in the live profiles, scores
+it, stores the decision and appends the event. Everything it touches comes in through ports.
+"""
+
+from __future__ import annotations
+
+from ringfence.service.core.errors import NotFound
+from ringfence.service.core.fingerprint import FingerprintAnalyzer
+from ringfence.service.core.identity import Hasher
+from ringfence.service.core.model import AccountSummary, Decision, Observation, ScoredEvent
+from ringfence.service.core.policy import Policy
+from ringfence.service.core.ports import Clock, EventLog, GeoIp, ProfileStore
+from ringfence.service.core.profiles import AccountEvent
+from ringfence.service.core.scoring import assess, decide
+
+
+class RiskEngine:
+    def __init__(self, *, policy: Policy, geoip: GeoIp, store: ProfileStore, events: EventLog,
+                 clock: Clock, hasher: Hasher) -> None:
+        self._policy = policy
+        self._geoip = geoip
+        self._store = store
+        self._events = events
+        self._clock = clock
+        self._hasher = hasher
+        self._analyzer = FingerprintAnalyzer(hasher)
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def replace_policy(self, policy: Policy) -> None:
+        """Swap the policy (one reference assignment: requests in flight keep the old one)."""
+        self._policy = policy
+
+    def score(self, obs: Observation) -> Decision:
+        policy = self._policy
+        hasher = self._hasher
+        t = obs.context.event_time
+        ip = self._geoip.lookup(obs.client_ip)
+        device = self._analyzer.analyze(obs.fingerprint)
+        ip_text = str(obs.client_ip)
+        event = AccountEvent(
+            t=t,
+            account_token=hasher.token("account", obs.account_id),
+            ip_token=hasher.token("ip", ip_text),
+            prefix_token=hasher.token("prefix", ip.prefix),
+            asn=ip.asn or 0,
+            country_token=hasher.token("country", ip.country) if ip.country else 0,
+            device_token=int(device.device_key[:16], 16),
+            anonymized=ip.anonymized,
+            task=int(obs.context.task),
+            input_tokens=obs.context.input_tokens,
+            output_tokens=obs.context.output_tokens,
+        )
+        prefix_key = hasher.hexdigest("prefix", ip.prefix)
+        link = self._store.record(obs.account_id, device.device_key, prefix_key, event,
+                                  obs.account_created_at)
+        assessment = assess(policy, link, ip, device, now=t)
+        decision = decide(policy, obs.account_id, assessment, now=self._clock.now(),
+                          degraded=ip.degraded)
+        self._store.save_decision(obs.account_id, decision)
+        fp = obs.fingerprint
+        ctx = obs.context
+        self._events.append(ScoredEvent(
+            event_time=t,
+            account_id=obs.account_id,
+            api_key_id=obs.api_key_id,
+            org_id=obs.org_id,
+            ip_hash=hasher.hexdigest("ip", ip_text),
+            prefix_hash=prefix_key,
+            asn=ip.asn,
+            country=ip.country,
+            anonymized=ip.anonymized,
+            hosting=ip.is_hosting,
+            proxy=ip.is_public_proxy or ip.is_residential_proxy or ip.is_vpn,
+            tor=ip.is_tor,
+            device_key=device.device_key,
+            stack_key=device.stack_key,
+            ja4_hash=hasher.hexdigest("ja4", fp.ja4) if fp.ja4 else "",
+            client_kind=device.client_kind.value,
+            ua_family=device.ua_family,
+            os_family=device.os_family,
+            sdk_name=fp.sdk_name,
+            endpoint=ctx.endpoint,
+            model=ctx.model,
+            task=int(ctx.task),
+            input_tokens=ctx.input_tokens,
+            output_tokens=ctx.output_tokens,
+            content_signature=ctx.content_signature,
+            risk_score=decision.risk_score,
+            action=int(decision.action),
+            policy_action=int(decision.policy_action),
+            reasons=tuple(r.code for r in decision.reasons),
+            policy_version=decision.policy_version,
+        ))
+        return decision
+
+    def account(self, account_id: str) -> tuple[AccountSummary, Decision | None]:
+        summary = self._store.account_summary(account_id, self._clock.now())
+        if summary is None:
+            raise NotFound(f"account {account_id!r} has no live profile")
+        return summary, self._store.last_decision(account_id)

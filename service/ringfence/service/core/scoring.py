@@ -1,0 +1,138 @@
+"""Signals from the live profiles, IP enrichment and fingerprint analysis, combined into a
+risk score with reasons, then mapped to an action, a limit key and a TTL by the policy.
+
+Each signal has a strength in [0, 1] and a policy weight; contributions ``weight × strength``
+combine by noisy-OR (``1 - Π(1 - c)``), so the score stays in [0, 1], grows with every signal
+and no single weak signal can reach the block threshold alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ringfence.service.core import fingerprint as fp
+from ringfence.service.core.model import (
+    Action,
+    ClusterRef,
+    Decision,
+    DeviceAnalysis,
+    IpInfo,
+    Limit,
+    LimitScope,
+    LimitUnit,
+    Linkage,
+    Reason,
+)
+from ringfence.service.core.policy import Policy
+
+MIN_REASON_WEIGHT = 0.01
+
+_FP_TEXT = {
+    fp.FP_BROWSER_UA_SCRIPT_TLS: "browser user agent on a script library's TLS stack",
+    fp.FP_BROWSER_UA_WITH_SDK: "browser user agent sent by an API SDK",
+    fp.FP_HEADERS_CONTRADICT_UA: "client-hint headers contradict the claimed browser",
+    fp.FP_MISSING_BROWSER_HEADERS: "headers every browser sends are missing",
+    fp.FP_NO_USER_AGENT: "no user agent",
+}
+
+
+def ramp(x: float, start: float, full: float) -> float:
+    """0 at or below ``start``, 1 at or above ``full``, linear between."""
+    if x <= start:
+        return 0.0
+    if x >= full:
+        return 1.0
+    return (x - start) / (full - start)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    score: float
+    reasons: tuple[Reason, ...]
+
+
+def assess(policy: Policy, link: Linkage, ip: IpInfo, device: DeviceAnalysis,
+           now: float) -> Assessment:
+    """Score one request from its linkage, IP and device analysis."""
+    w, r = policy.weights, policy.ramps
+    found: list[Reason] = []
+
+    def add(code: str, weight: float, strength: float, message: str) -> None:
+        c = weight * strength
+        if c >= MIN_REASON_WEIGHT:
+            found.append(Reason(code, round(c, 4), message))
+
+    share = ramp(link.device_accounts, r.device_accounts_start, r.device_accounts_full)
+    if device.has_device_id:
+        add("DEVICE_SHARED_BY_ACCOUNTS", w.device_shared, share,
+            f"device id used by {link.device_accounts} accounts in 24 h")
+    else:
+        add("STACK_SHARED_BY_ACCOUNTS", w.device_shared * r.stack_only_factor, share,
+            f"client stack (TLS, headers, user agent) used by {link.device_accounts} "
+            "accounts in 24 h")
+    add("PREFIX_SHARED_BY_ACCOUNTS", w.prefix_shared,
+        ramp(link.prefix_accounts, r.prefix_accounts_start, r.prefix_accounts_full),
+        f"network prefix used by {link.prefix_accounts} accounts in 24 h")
+    add("ACCOUNT_MANY_IPS", w.account_many_ips,
+        ramp(link.account_ips, r.ips_start, r.ips_full),
+        f"account used {link.account_ips} IP addresses in 24 h")
+    add("ACCOUNT_MANY_ASNS", w.account_many_asns,
+        ramp(link.account_asns, r.asns_start, r.asns_full),
+        f"account used {link.account_asns} networks (ASNs) in 24 h")
+    add("ACCOUNT_MANY_COUNTRIES", w.account_many_countries,
+        ramp(link.account_countries, r.countries_start, r.countries_full),
+        f"account connected from {link.account_countries} countries in 24 h")
+    add("ACCOUNT_MANY_DEVICES", w.account_many_devices,
+        ramp(link.account_devices, r.devices_start, r.devices_full),
+        f"account used {link.account_devices} devices in 24 h")
+    add("ACCOUNT_HIGH_VELOCITY", w.account_velocity,
+        ramp(link.account_requests.last_1h, r.velocity_1h_start, r.velocity_1h_full),
+        f"{link.account_requests.last_1h} requests in the last hour")
+    if ip.is_tor:
+        add("IP_TOR_EXIT", w.tor_exit, 1.0, "request from a Tor exit node")
+    elif ip.anonymized:
+        kinds = [name for name, flag in (
+            ("hosting", ip.is_hosting), ("VPN", ip.is_vpn), ("public proxy", ip.is_public_proxy),
+            ("residential proxy", ip.is_residential_proxy)) if flag] or ["anonymizer"]
+        # The account's history matters: one request via a VPN is weaker than all of them.
+        add("IP_ANONYMIZED", w.anonymized_ip, max(0.5, link.account_anonymized_share),
+            f"request from a {'/'.join(kinds)} address")
+    created = link.account_created_at if link.account_created_at is not None \
+        else link.account_first_seen
+    age_hours = max(0.0, now - created) / 3600
+    if age_hours < r.new_account_hours:
+        add("ACCOUNT_NEW", w.new_account, 1 - age_hours / r.new_account_hours,
+            f"account is {age_hours:.1f} h old")
+    for code in device.inconsistencies:
+        add(code, w.fingerprint_inconsistent, 1.0, _FP_TEXT.get(code, code))
+
+    keep = 1.0
+    for reason in found:
+        keep *= 1 - reason.weight
+    found.sort(key=lambda x: (-x.weight, x.code))
+    return Assessment(score=round(min(1.0, max(0.0, 1 - keep)), 6), reasons=tuple(found))
+
+
+def decide(policy: Policy, account_id: str, assessment: Assessment, *, now: float,
+           degraded: bool, route_to_fallback: bool = False,
+           cluster: ClusterRef | None = None, model_version: str = "") -> Decision:
+    """Map an assessment to the action, limit key, suggested limit and TTL."""
+    policy_action = policy.action_for(assessment.score)
+    action = Action.ALLOW if policy.shadow else policy_action
+    return Decision(
+        risk_score=assessment.score,
+        action=action,
+        policy_action=policy_action,
+        shadow=policy.shadow,
+        route_to_fallback=route_to_fallback,
+        limit_key=f"account:{account_id}",
+        limit_scope=LimitScope.ACCOUNT,
+        suggested_limit=Limit(int(policy.limit_per_minute[action]), LimitUnit.MINUTE),
+        ttl_seconds=policy.ttl_seconds[action],
+        reasons=assessment.reasons,
+        policy_version=policy.version,
+        decided_at=now,
+        model_version=model_version,
+        cluster=cluster,
+        degraded=degraded,
+    )
