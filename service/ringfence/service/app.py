@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from ringfence.service.adapters.clock import SystemClock
 from ringfence.service.adapters.embedded_store import EmbeddedProfileStore
 from ringfence.service.adapters.event_log import NullEventLog, SqliteEventLog

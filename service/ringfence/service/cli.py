@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 from pydantic import ValidationError
+
 from ringfence.service import __version__, logs
 from ringfence.service.app import App
 from ringfence.service.settings import ENV_PREFIX, Settings

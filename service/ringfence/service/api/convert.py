@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from ringfence.service.core.errors import FieldViolation, InvalidInput
 from ringfence.service.core.model import (
     AccountSummary,

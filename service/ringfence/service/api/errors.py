@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from ringfence.service.core.errors import InvalidInput, NotFound, NotReady
 from ringfence.v1 import risk_pb2 as pb
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+
 from ringfence.service.api.convert import (
     Limits,
     to_account_profile,

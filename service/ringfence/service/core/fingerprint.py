@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 import ua_parser
+
 from ringfence.service.core.identity import Hasher
 from ringfence.service.core.model import ClientKind, DeviceAnalysis, Fingerprint
 

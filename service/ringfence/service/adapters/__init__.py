@@ -1,0 +1,1 @@
+"""Adapters: the outside world (MaxMind databases, storage backends) behind the core's ports."""
