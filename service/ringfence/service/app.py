@@ -152,11 +152,17 @@ class App:
         if self.store is not None:
             self.store.checkpoint()
 
+    async def reload_geoip_now(self) -> list[str]:
+        """Check the .mmdb files for replacement now; returns the databases swapped in."""
+        if self.geoip is None:
+            return []
+        swapped = await asyncio.to_thread(self.geoip.maybe_reload)
+        if swapped:
+            log.info("geoip databases reloaded", extra={"databases": swapped})
+        return swapped
+
     async def _reload_geoip(self) -> None:
-        if self.geoip is not None:
-            swapped = await asyncio.to_thread(self.geoip.maybe_reload)
-            if swapped:
-                log.info("geoip databases reloaded", extra={"databases": swapped})
+        await self.reload_geoip_now()
 
     async def _purge(self) -> None:
         if self.store is not None:
