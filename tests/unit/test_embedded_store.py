@@ -101,3 +101,14 @@ def test_event_log_commits_every_event(tmp_path):
     sig, reasons = conn.execute("SELECT content_signature, reasons FROM events LIMIT 1").fetchone()
     assert sig % 2**64 == 2**64 - 1 and reasons == "A,B"
     log.close()
+
+
+def test_event_log_purge_deletes_old_events(tmp_path):
+    log = SqliteEventLog(tmp_path / "events.db")
+    for i in range(10):
+        log.append(_scored(i))
+    log.purge(T0 + 5)
+    log.flush()
+    conn = sqlite3.connect(tmp_path / "events.db")
+    assert conn.execute("SELECT min(event_time), count(*) FROM events").fetchone() == (T0 + 5, 5)
+    log.close()

@@ -164,8 +164,17 @@ class App:
     async def _reload_geoip(self) -> None:
         await self.reload_geoip_now()
 
+    async def purge_now(self) -> int:
+        """Enforce the retention settings now; returns how many profiles were purged."""
+        now = self.clock.now()
+        if self.events is not None:
+            self.events.purge(now - self.settings.event_retention_days * 86400)
+        if self.store is None:
+            return 0
+        n = self.store.purge(now - self.settings.retention_days * 86400)
+        if n:
+            log.info("purged idle profiles", extra={"profiles": n})
+        return n
+
     async def _purge(self) -> None:
-        if self.store is not None:
-            n = self.store.purge(self.clock.now() - self.settings.retention_days * 86400)
-            if n:
-                log.info("purged idle profiles", extra={"profiles": n})
+        await self.purge_now()

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     geoip_reload_interval_s: float = Field(30.0, gt=0, description="How often .mmdb files "
                                            "are checked for replacement.")
     retention_days: float = Field(30.0, gt=0, description="Profiles idle this long are purged.")
+    event_retention_days: float = Field(90.0, gt=0, description="Events older than this are "
+                                        "deleted from the event log.")
     max_accounts_in_memory: int = Field(1_000_000, ge=1, description="Account profiles "
                                         "cached in memory; older ones live on disk only.")
     max_shared_in_memory: int = Field(1_000_000, ge=1, description="Device and prefix "

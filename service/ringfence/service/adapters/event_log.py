@@ -50,6 +50,10 @@ class SqliteEventLog:
     def append(self, event: ScoredEvent) -> None:
         self._writer.submit((_INSERT, _row(event)))
 
+    def purge(self, before: float) -> None:
+        """Delete events older than ``before`` (epoch seconds)."""
+        self._writer.submit(("DELETE FROM events WHERE event_time < ?", (before,)))
+
     @property
     def dropped(self) -> int:
         return self._writer.dropped
@@ -65,6 +69,9 @@ class NullEventLog:
     """For replays and tests that do not keep events."""
 
     def append(self, event: ScoredEvent) -> None:
+        return None
+
+    def purge(self, before: float) -> None:
         return None
 
     def flush(self) -> None:
