@@ -18,7 +18,8 @@ T0 = 1_790_000_000.0
 
 def _event(t, account_token, ip=1):
     return AccountEvent(t=t, account_token=account_token, ip_token=ip, prefix_token=7, asn=64500,
-                        country_token=3, device_token=11, anonymized=False, task=1,
+                        country_token=3, device_token=11, stack_token=5,
+                        content_signature=7, anonymized=False, task=1,
                         input_tokens=10, output_tokens=5)
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -59,7 +61,8 @@ def test_recent_keys_evicts_oldest_and_saturates():
 
 def _event(t, account=1, ip=2, device=3, asn=64500):
     return AccountEvent(t=t, account_token=account, ip_token=ip, prefix_token=ip >> 8, asn=asn,
-                        country_token=9, device_token=device, anonymized=False, task=2,
+                        country_token=9, device_token=device, stack_token=5,
+                        content_signature=None, anonymized=False, task=2,
                         input_tokens=100, output_tokens=50)
 
 
@@ -75,11 +78,14 @@ def test_account_profile_round_trips_through_bytes():
     assert q.windows.count(T0 + 1200) == p.windows.count(T0 + 1200)
 
 
-def test_profile_stays_small():
+def test_profile_size_is_bounded_when_every_set_saturates():
     p = AccountProfile(T0)
     for i in range(1000):
-        p.record(_event(T0 + 30 * i, ip=i, device=i % 20, asn=i % 40), created_at=None)
-    assert len(p.to_bytes()) < 1200
+        e = _event(T0 + 30 * i, ip=i << 8, device=i, asn=i + 1)
+        p.record(dataclasses.replace(e, country_token=i + 1, stack_token=i,
+                                     content_signature=i), created_at=None)
+    assert all(k.saturated for k in p._key_sets())
+    assert len(p.to_bytes()) < 2048
 
 
 def test_linkage_counts_accounts_on_a_shared_device():

@@ -5,8 +5,10 @@ while it runs, and NOT_SERVING again as soon as shutdown starts (then calls in f
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import multiprocessing
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,9 +22,13 @@ from ringfence.service.adapters.embedded_store import EmbeddedProfileStore
 from ringfence.service.adapters.event_log import NullEventLog, SqliteEventLog
 from ringfence.service.adapters.geoip import GeoIpPaths, MaxMindGeoIp
 from ringfence.service.adapters.keyfile import load_or_create_key
+from ringfence.service.adapters.labels import MemoryLabelStore, SqliteLabelStore
 from ringfence.service.api.convert import Limits
 from ringfence.service.api.servicer import SERVICE_NAME, RiskServicer
+from ringfence.service.core.cluster_state import ClusterState, RefitSchedule
+from ringfence.service.core.clustering import ClusterModel, ClusterParams, fit_model, predict_rows
 from ringfence.service.core.engine import RiskEngine
+from ringfence.service.core.features import feature_rows
 from ringfence.service.core.identity import Hasher
 from ringfence.service.core.policy import Policy
 from ringfence.service.core.ports import Clock
@@ -45,6 +51,17 @@ def geoip_paths(settings: Settings) -> GeoIpPaths:
         isp=settings.geoip_isp_db, connection_type=settings.geoip_connection_type_db)
 
 
+def cluster_state(settings: Settings, policy: Policy) -> ClusterState:
+    return ClusterState(
+        ClusterParams(min_cluster_size=settings.cluster_min_cluster_size,
+                      min_samples=settings.cluster_min_samples,
+                      window_days=settings.cluster_window_days),
+        RefitSchedule(interval_s=settings.cluster_refit_interval_s,
+                      min_gap_s=settings.cluster_refit_min_gap_s,
+                      pending_threshold=settings.cluster_refit_pending),
+        policy.cluster)
+
+
 def server_options(settings: Settings) -> list[tuple[str, int]]:
     ms = 1000
     return [
@@ -61,6 +78,13 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Stop the refit worker now: a fit in progress is abandoned, not waited for."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 class App:
     """One running ringfence service. ``start`` returns the bound port."""
 
@@ -74,8 +98,11 @@ class App:
         self.store: EmbeddedProfileStore | None = None
         self.events: SqliteEventLog | NullEventLog | None = None
         self.geoip: MaxMindGeoIp | None = None
+        self.clusters: ClusterState | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self._refit_pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._refit_lock = asyncio.Lock()
 
     async def start(self) -> int:
         s = self.settings
@@ -94,8 +121,19 @@ class App:
             self.events = (SqliteEventLog(data_dir / "events.db", synchronous=s.event_log_sync)
                            if data_dir else NullEventLog())
             self._stack.callback(self.events.close)
+            labels = (SqliteLabelStore(data_dir / "state.db") if data_dir
+                      else MemoryLabelStore())
+            self._stack.callback(labels.close)
+            if s.clustering:
+                self.clusters = cluster_state(s, policy)
+                # CPU-heavy fits run in a worker process started from a clean forkserver
+                # (never forked from a process that already runs gRPC).
+                self._refit_pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+                self._stack.callback(_stop_pool, self._refit_pool)
             self.engine = RiskEngine(policy=policy, geoip=self.geoip, store=self.store,
-                                     events=self.events, clock=self.clock, hasher=Hasher(key))
+                                     events=self.events, clock=self.clock, hasher=Hasher(key),
+                                     clusters=self.clusters, labels=labels)
             servicer = RiskServicer(
                 self.engine, self.clock,
                 Limits(max_clock_skew_s=s.max_clock_skew_s, max_event_age_s=s.max_event_age_s),
@@ -110,6 +148,8 @@ class App:
             self._every(s.checkpoint_interval_s, self._checkpoint)
             self._every(s.geoip_reload_interval_s, self._reload_geoip)
             self._every(3600.0, self._purge)
+            if self.clusters is not None:
+                self._every(s.cluster_assign_interval_s, self._cluster_work)
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         except BaseException:
             await self._stack.aclose()
@@ -149,8 +189,57 @@ class App:
         self._tasks.append(asyncio.create_task(loop()))
 
     async def _checkpoint(self) -> None:
-        if self.store is not None:
+        if self.store is not None and self.engine is not None:
+            self.engine.save_state()
             self.store.checkpoint()
+
+    async def _cluster_work(self) -> None:
+        if self.clusters is None:
+            return
+        now = self.clock.now()
+        await self.place_pending_now(now)
+        if self.clusters.refit_due(now) and not self._refit_lock.locked():
+            await self.refit_now()
+
+    async def place_pending_now(self, now: float | None = None) -> int:
+        """Place accounts waiting for a cluster into the current model; returns how many."""
+        state, store = self.clusters, self.store
+        now = self.clock.now() if now is None else now
+        placed = 0
+        while state is not None and store is not None and state.model is not None \
+                and state.pending:
+            model = state.model
+            found = [(i, p) for i in state.take_pending()
+                     if (p := store.account_profile(i)) is not None]
+            # Features are read from live profiles here, on the loop that mutates them;
+            # only the prediction itself (read-only model) runs in a thread.
+            rows = feature_rows([p for _, p in found], now, model.rarity,
+                                model.params.window_days)
+            assignments = await asyncio.to_thread(predict_rows, model, rows)
+            state.apply(model, [i for i, _ in found], assignments)
+            placed += len(found)
+        return placed
+
+    async def refit_now(self) -> ClusterModel | None:
+        """Refit the clusters now, in the worker process, and swap the model in."""
+        if self.clusters is None or self.store is None or self.engine is None:
+            return None
+        async with self._refit_lock:
+            now = self.clock.now()
+            snapshot = None
+            for item in self.clusters.snapshot(self.store.active_accounts(), now):
+                if item is None:
+                    await asyncio.sleep(0)  # let requests in between
+                else:
+                    snapshot = item
+            assert snapshot is not None
+            loop = asyncio.get_running_loop()
+            model = await loop.run_in_executor(self._refit_pool, fit_model, snapshot)
+            self.clusters.install(model, self.engine.policy.cluster)
+            log.info("clusters refitted", extra={
+                "model": model.version, "accounts": len(model.account_ids),
+                "clusters": len(model.clusters), "fit_seconds": round(model.fit_seconds, 3)})
+            return model
 
     async def reload_geoip_now(self) -> list[str]:
         """Check the .mmdb files for replacement now; returns the databases swapped in."""

@@ -14,7 +14,6 @@ from google.protobuf import json_format
 from pydantic import ValidationError
 
 from ringfence.service import __version__, logs
-from ringfence.service.app import App
 from ringfence.service.settings import ENV_PREFIX, Settings
 from ringfence.v1 import risk_pb2 as pb
 from ringfence.v1 import risk_pb2_grpc
@@ -81,6 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _run(settings: Settings) -> int:
+    from ringfence.service.app import App  # heavy (numpy, hdbscan): only `serve` needs it
+
     app = App(settings)
     try:
         port = await app.start()

@@ -47,6 +47,22 @@ class Settings(BaseSettings):
                                       "profiles cached in memory, each.")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="How often changed profiles "
                                          "are written to disk.")
+    clustering: bool = Field(True, description="Cluster accounts with HDBSCAN and score "
+                             "clusters; false scores accounts alone.")
+    cluster_min_cluster_size: int = Field(10, ge=2, description="Smallest group of accounts "
+                                          "that forms a cluster.")
+    cluster_min_samples: int = Field(5, ge=1, description="HDBSCAN min_samples: higher is "
+                                     "more conservative.")
+    cluster_window_days: float = Field(7.0, gt=0, description="Accounts active in this window "
+                                       "are clustered.")
+    cluster_refit_interval_s: float = Field(900.0, gt=0, description="Refit at least this "
+                                            "often.")
+    cluster_refit_min_gap_s: float = Field(60.0, ge=0, description="Never refit more often "
+                                           "than this.")
+    cluster_refit_pending: int = Field(500, ge=1, description="Refit early once this many "
+                                       "new or changed accounts wait to be placed.")
+    cluster_assign_interval_s: float = Field(1.0, gt=0, description="How often waiting "
+                                             "accounts are placed into the current clusters.")
     event_log_sync: Literal["NORMAL", "FULL"] = Field("NORMAL", description="SQLite "
                                                       "synchronous mode of the event log.")
     max_clock_skew_s: float = Field(300.0, ge=0, description="Event times further ahead "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -152,8 +152,11 @@ class EmbeddedProfileStore:
                 for statement in _SCHEMA.format(table=table).split(";"):
                     if statement.strip():
                         self._writer.execute_now(statement)
+            self._writer.execute_now(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             reader = connect(path)
         self._reader = reader
+        self._meta: dict[str, str] = {}
         self.accounts: _Book[AccountProfile] = _Book(
             "accounts", max_accounts, reader, self._writer, AccountProfile.from_bytes)
         self.devices: _Book[SharedProfile] = _Book(
@@ -167,13 +170,13 @@ class EmbeddedProfileStore:
         if account is None:
             account = AccountProfile(event.t)
             self.accounts.put_new(account_id, account)
-        account.record(event, created_at)
+        changed = account.record(event, created_at)
         self.accounts.touch(account_id)
         device = self._shared(self.devices, device_key, event.t)
         device.record(event.t, event.account_token)
         prefix = self._shared(self.prefixes, prefix_key, event.t)
         prefix.record(event.t, event.account_token)
-        return linkage(account, device, prefix, event.t)
+        return linkage(account, device, prefix, event.t, identity_changed=changed)
 
     def account_summary(self, account_id: str, now: float) -> AccountSummary | None:
         account = self.accounts.get(account_id)
@@ -187,6 +190,27 @@ class EmbeddedProfileStore:
         if self.accounts.get(account_id) is None:
             return None
         return self.accounts.decisions.get(account_id)
+
+    def account_profile(self, account_id: str) -> AccountProfile | None:
+        return self.accounts.get(account_id)
+
+    def active_accounts(self) -> Iterator[tuple[str, AccountProfile]]:
+        # A copy of the keys: the caller may yield to the event loop while iterating.
+        yield from list(self.accounts.cache.items())
+
+    def save_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+        if self._writer is not None:
+            self._writer.submit(("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                                 "DO UPDATE SET value=excluded.value", (key, value)))
+
+    def load_meta(self, key: str) -> str | None:
+        if key in self._meta:
+            return self._meta[key]
+        if self._reader is None:
+            return None
+        row = self._reader.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def checkpoint(self) -> int:
         """Queue every changed profile for writing; returns how many."""

@@ -10,13 +10,19 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ringfence.service.core.analyst import ClusterReport, Explanation, ModelInfo
 from ringfence.service.core.errors import FieldViolation, InvalidInput
+from ringfence.service.core.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from ringfence.service.core.model import (
     AccountSummary,
     Decision,
     Fingerprint,
     IpAddress,
+    Label,
+    LabelTarget,
+    LabelValue,
     Observation,
+    Reason,
     RequestContext,
     TaskCategory,
 )
@@ -200,8 +206,7 @@ def to_score_response(d: Decision) -> pb.ScoreResponse:
         limit_scope=int(d.limit_scope),
         suggested_limit=pb.Limit(requests_per_unit=d.suggested_limit.requests_per_unit,
                                  unit=int(d.suggested_limit.unit)),
-        reasons=[pb.Reason(code=r.code, weight=r.weight, message=r.message)
-                 for r in d.reasons],
+        reasons=_reasons(d.reasons),
         model_version=d.model_version,
         policy_version=d.policy_version,
         degraded=d.degraded,
@@ -233,3 +238,69 @@ def to_account_profile(s: AccountSummary) -> pb.AccountProfile:
         output_tokens=s.output_tokens,
         anonymized_share=s.anonymized_share,
     )
+
+
+def _reasons(reasons: tuple[Reason, ...]) -> list[pb.Reason]:
+    return [pb.Reason(code=r.code, weight=r.weight, message=r.message) for r in reasons]
+
+
+def to_cluster(r: ClusterReport) -> pb.Cluster:
+    c = r.profile
+    return pb.Cluster(
+        cluster_id=c.cluster_id, size=c.size, risk=r.assessment.risk,
+        reasons=_reasons(r.assessment.reasons), daily_volume=c.daily_volume,
+        baseline_daily_volume=c.baseline_daily_volume, new_account_share=c.new_account_share,
+        anonymized_share=c.anonymized_share, device_diversity=c.device_diversity,
+        shared_device_share=c.shared_device_share,
+        shared_template_share=c.shared_signature_share, timing_sync=c.timing_sync,
+        timing_regularity=c.timing_regularity, fitted_at=_timestamp(c.fitted_at),
+        lineage=list(c.lineage), label=int(r.label) if r.label is not None else 0,
+        daily_budget=r.daily_budget, enforced=r.enforced)
+
+
+def to_explanation(e: Explanation) -> pb.ExplainAccountResponse:
+    response = pb.ExplainAccountResponse(
+        profile=to_account_profile(e.summary),
+        features=[pb.Feature(name=n, value=v) for n, v in e.features],
+        feature_schema_version=FEATURE_SCHEMA_VERSION,
+        membership_probability=e.probability,
+        nearest_members=[pb.Neighbour(account_id=a, distance=d) for a, d in e.nearest])
+    if e.cluster is not None:
+        response.cluster.CopyFrom(to_cluster(e.cluster))
+    if e.last_decision is not None:
+        response.last_decision.CopyFrom(to_score_response(e.last_decision))
+    return response
+
+
+def to_model_info(m: ModelInfo) -> pb.GetModelInfoResponse:
+    response = pb.GetModelInfoResponse(
+        clustering_enabled=m.enabled, model_version=m.version, fit_seconds=m.fit_seconds,
+        accounts=m.accounts, clusters=m.clusters, noise_accounts=m.noise_accounts,
+        pending_accounts=m.pending, feature_schema_version=FEATURE_SCHEMA_VERSION,
+        feature_names=list(FEATURE_NAMES))
+    if m.version:
+        response.fitted_at.CopyFrom(_timestamp(m.fitted_at))
+    if m.params is not None:
+        response.min_cluster_size = m.params.min_cluster_size
+        response.min_samples = m.params.min_samples
+        response.window_days = m.params.window_days
+    return response
+
+
+def to_label(req: pb.SubmitLabelRequest, *, now: float) -> Label:
+    """Validate a SubmitLabelRequest; raises InvalidInput naming every bad field."""
+    c = _Check()
+    which = req.WhichOneof("target")
+    target_id = ""
+    if which is None:
+        c.bad("target", "give account_id or cluster_id")
+    else:
+        target_id = c.text(which, getattr(req, which), "account_id", required=True)
+    if req.label not in (pb.LABEL_VALUE_ABUSIVE, pb.LABEL_VALUE_BENIGN):
+        c.bad("label", "must be LABEL_VALUE_ABUSIVE or LABEL_VALUE_BENIGN")
+    author = c.text("author", req.author, "account_id")
+    note = c.text("note", req.note, "extra_value")
+    if c.violations:
+        raise InvalidInput(c.violations)
+    target = LabelTarget.ACCOUNT if which == "account_id" else LabelTarget.CLUSTER
+    return Label(target, target_id, LabelValue(req.label), now, author, note)

@@ -14,6 +14,10 @@ from google.protobuf.message import DecodeError, Message
 from ringfence.service.api.convert import (
     Limits,
     to_account_profile,
+    to_cluster,
+    to_explanation,
+    to_label,
+    to_model_info,
     to_observation,
     to_score_response,
 )
@@ -106,13 +110,54 @@ class RiskServicer:
     @_rpc
     async def GetAccount(self, request: pb.GetAccountRequest,
                          context: grpc.aio.ServicerContext) -> pb.GetAccountResponse:
-        if not request.account_id:
-            raise InvalidInput([FieldViolation("account_id", "is required")])
+        _require(request.account_id, "account_id")
         summary, decision = self._engine.account(request.account_id)
         response = pb.GetAccountResponse(profile=to_account_profile(summary))
         if decision is not None:
             response.last_decision.CopyFrom(to_score_response(decision))
         return response
+
+    @_rpc
+    async def GetCluster(self, request: pb.GetClusterRequest,
+                         context: grpc.aio.ServicerContext) -> pb.GetClusterResponse:
+        _require(request.cluster_id, "cluster_id")
+        sample = _bounded(request.member_sample_size, "member_sample_size", 20, 1000)
+        report, members = self._engine.analyst.cluster(request.cluster_id, sample)
+        return pb.GetClusterResponse(cluster=to_cluster(report), member_sample=members)
+
+    @_rpc
+    async def ListClusters(self, request: pb.ListClustersRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListClustersResponse:
+        limit = _bounded(request.page_size, "page_size", 50, 500)
+        version, offset = _page_token(request.page_token)
+        page, more, model_version = self._engine.analyst.list_clusters(
+            request.min_risk, offset, limit, version)
+        return pb.ListClustersResponse(
+            clusters=[to_cluster(r) for r in page], model_version=model_version,
+            next_page_token=f"{model_version}:{more}" if more is not None else "")
+
+    @_rpc
+    async def ExplainAccount(self, request: pb.ExplainAccountRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ExplainAccountResponse:
+        _require(request.account_id, "account_id")
+        nearest = _bounded(request.nearest, "nearest", 5, 50)
+        return to_explanation(self._engine.analyst.explain(request.account_id, nearest,
+                                                           self._clock.now()))
+
+    @_rpc
+    async def SubmitLabel(self, request: pb.SubmitLabelRequest,
+                          context: grpc.aio.ServicerContext) -> pb.SubmitLabelResponse:
+        label = to_label(request, now=self._clock.now())
+        # Writing the label waits for its commit: off the event loop.
+        await asyncio.to_thread(self._engine.submit_label, label)
+        response = pb.SubmitLabelResponse()
+        response.recorded_at.FromNanoseconds(round(label.created_at * 1e9))
+        return response
+
+    @_rpc
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:
+        return to_model_info(self._engine.analyst.model_info())
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Method handlers whose deserializers tolerate undecodable bytes (see Undecodable)."""
@@ -126,4 +171,33 @@ class RiskServicer:
             "Score": unary(self.Score, pb.ScoreRequest, pb.ScoreResponse),
             "ScoreBatch": unary(self.ScoreBatch, pb.ScoreBatchRequest, pb.ScoreBatchResponse),
             "GetAccount": unary(self.GetAccount, pb.GetAccountRequest, pb.GetAccountResponse),
+            "GetCluster": unary(self.GetCluster, pb.GetClusterRequest, pb.GetClusterResponse),
+            "ListClusters": unary(self.ListClusters, pb.ListClustersRequest,
+                                  pb.ListClustersResponse),
+            "ExplainAccount": unary(self.ExplainAccount, pb.ExplainAccountRequest,
+                                    pb.ExplainAccountResponse),
+            "SubmitLabel": unary(self.SubmitLabel, pb.SubmitLabelRequest,
+                                 pb.SubmitLabelResponse),
+            "GetModelInfo": unary(self.GetModelInfo, pb.GetModelInfoRequest,
+                                  pb.GetModelInfoResponse),
         })
+
+
+def _require(value: str, field: str) -> None:
+    if not value:
+        raise InvalidInput([FieldViolation(field, "is required")])
+
+
+def _bounded(value: int, field: str, default: int, most: int) -> int:
+    if value > most:
+        raise InvalidInput([FieldViolation(field, f"is {value}; at most {most} is allowed")])
+    return value or default
+
+
+def _page_token(token: str) -> tuple[str | None, int]:
+    if not token:
+        return None, 0
+    version, _, offset = token.rpartition(":")
+    if not version or not offset.isdigit():
+        raise InvalidInput([FieldViolation("page_token", "is not a token this service gave")])
+    return version, int(offset)

@@ -1,24 +1,41 @@
 """The transport-neutral data plane: one request in, one decision out.
 
 It enriches the IP, analyses the fingerprint, records the request in the live profiles, scores
-it, stores the decision and appends the event. Everything it touches comes in through ports.
+it (with the account's cluster and any analyst labels), stores the decision and appends the
+event. Everything it touches comes in through ports; clustering work never runs here — a known
+account's cluster is a cached lookup.
 """
 
 from __future__ import annotations
 
+from ringfence.service.core.analyst import Analyst
+from ringfence.service.core.cluster_state import ClusterState
 from ringfence.service.core.errors import NotFound
 from ringfence.service.core.fingerprint import FingerprintAnalyzer
 from ringfence.service.core.identity import Hasher
-from ringfence.service.core.model import AccountSummary, Decision, Observation, ScoredEvent
+from ringfence.service.core.labels import LabelBook
+from ringfence.service.core.model import (
+    AccountSummary,
+    Decision,
+    Label,
+    LabelTarget,
+    Observation,
+    Reason,
+    ScoredEvent,
+)
 from ringfence.service.core.policy import Policy
-from ringfence.service.core.ports import Clock, EventLog, GeoIp, ProfileStore
+from ringfence.service.core.ports import Clock, EventLog, GeoIp, LabelStore, ProfileStore
 from ringfence.service.core.profiles import AccountEvent
-from ringfence.service.core.scoring import assess, decide
+from ringfence.service.core.scoring import Assessment, assess, decide, with_cluster
+from ringfence.service.core.volume import VolumeGuard
+
+_VOLUME_META = "volume_guard"
 
 
 class RiskEngine:
     def __init__(self, *, policy: Policy, geoip: GeoIp, store: ProfileStore, events: EventLog,
-                 clock: Clock, hasher: Hasher) -> None:
+                 clock: Clock, hasher: Hasher, clusters: ClusterState | None = None,
+                 labels: LabelStore | None = None) -> None:
         self._policy = policy
         self._geoip = geoip
         self._store = store
@@ -26,6 +43,14 @@ class RiskEngine:
         self._clock = clock
         self._hasher = hasher
         self._analyzer = FingerprintAnalyzer(hasher)
+        self.clusters = clusters
+        self._label_store = labels
+        self.labels = LabelBook(labels.all() if labels is not None else ())
+        self.volume = VolumeGuard(policy.fallback)
+        self.analyst = Analyst(clusters, store, self.labels, policy)
+        saved = store.load_meta(_VOLUME_META)
+        if saved:
+            self.volume.restore(saved)
 
     @property
     def policy(self) -> Policy:
@@ -34,6 +59,8 @@ class RiskEngine:
     def replace_policy(self, policy: Policy) -> None:
         """Swap the policy (one reference assignment: requests in flight keep the old one)."""
         self._policy = policy
+        self.volume.policy = policy.fallback
+        self.analyst.policy = policy
 
     def score(self, obs: Observation) -> Decision:
         policy = self._policy
@@ -50,6 +77,8 @@ class RiskEngine:
             asn=ip.asn or 0,
             country_token=hasher.token("country", ip.country) if ip.country else 0,
             device_token=int(device.device_key[:16], 16),
+            stack_token=int(device.stack_key[:16], 16),
+            content_signature=obs.context.content_signature,
             anonymized=ip.anonymized,
             task=int(obs.context.task),
             input_tokens=obs.context.input_tokens,
@@ -58,9 +87,28 @@ class RiskEngine:
         prefix_key = hasher.hexdigest("prefix", ip.prefix)
         link = self._store.record(obs.account_id, device.device_key, prefix_key, event,
                                   obs.account_created_at)
-        assessment = assess(policy, link, ip, device, now=t)
+        self.volume.observe(t)
+        cluster = None
+        model_version = ""
+        if self.clusters is not None:
+            self.clusters.note(obs.account_id, link.identity_changed)
+            cluster = self.clusters.view(obs.account_id)
+            model = self.clusters.model
+            model_version = model.version if model is not None else ""
+        cluster_label = self.labels.cluster(cluster.cluster_id) if cluster else None
+        assessment = with_cluster(policy, assess(policy, link, ip, device, now=t), cluster,
+                                  cluster_label)
+        fallback = self.volume.near_peak()
+        if fallback:
+            assessment = Assessment(assessment.score, (*assessment.reasons, Reason(
+                "GLOBAL_VOLUME_NEAR_PEAK", 0.0,
+                f"today's volume is {self.volume.today} of a {self.volume.peak} daily peak; "
+                "serve from the fallback model")))
         decision = decide(policy, obs.account_id, assessment, now=self._clock.now(),
-                          degraded=ip.degraded)
+                          degraded=ip.degraded, route_to_fallback=fallback, cluster=cluster,
+                          model_version=model_version,
+                          account_label=self.labels.account(obs.account_id),
+                          cluster_label=cluster_label)
         self._store.save_decision(obs.account_id, decision)
         fp = obs.fingerprint
         ctx = obs.context
@@ -103,3 +151,17 @@ class RiskEngine:
         if summary is None:
             raise NotFound(f"account {account_id!r} has no live profile")
         return summary, self._store.last_decision(account_id)
+
+    def submit_label(self, label: Label) -> None:
+        """Store a label durably, then let it change decisions."""
+        if label.target is LabelTarget.CLUSTER and (
+                self.clusters is None or self.clusters.model is None
+                or label.target_id not in self.clusters.model.clusters):
+            raise NotFound(f"cluster {label.target_id!r} is not in the current model")
+        if self._label_store is not None:
+            self._label_store.add(label)
+        self.labels.add(label)
+
+    def save_state(self) -> None:
+        """Persist small engine state (the volume guard) through the store."""
+        self._store.save_meta(_VOLUME_META, self.volume.to_json())

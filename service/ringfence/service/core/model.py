@@ -227,6 +227,7 @@ class Linkage:
     device_accounts: int
     device_first_seen: float
     prefix_accounts: int
+    identity_changed: bool = False  # the request brought the account a new identifier
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,3 +264,37 @@ class ScoredEvent:
     policy_action: int
     reasons: tuple[str, ...]
     policy_version: str
+
+
+class LabelValue(enum.IntEnum):
+    ABUSIVE = 1
+    BENIGN = 2
+
+
+class LabelTarget(enum.IntEnum):
+    ACCOUNT = 1
+    CLUSTER = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """An analyst's verdict on an account or a cluster."""
+
+    target: LabelTarget
+    target_id: str
+    value: LabelValue
+    created_at: float
+    author: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterContext:
+    """What the scorer knows about the cluster an account was placed in."""
+
+    cluster_id: str
+    size: int
+    probability: float  # how surely the account belongs to it
+    risk: float  # the cluster's own risk
+    reasons: tuple[Reason, ...]  # the cluster's reasons, strongest first
+    daily_budget: int  # requests per day the whole cluster is suggested

@@ -75,6 +75,43 @@ class Ramps:
     new_account_hours: float = 24
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterWeights:
+    """Cluster signals' largest contributions to a cluster's risk (noisy-OR)."""
+
+    shared_devices: float = 0.7
+    shared_templates: float = 0.6
+    anonymized: float = 0.4
+    new_accounts: float = 0.3
+    synchronized: float = 0.4
+    low_frequency_high_volume: float = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPolicy:
+    """How cluster risk enters an account's score and the limit key."""
+
+    # Each cluster reason adds ``weight × its weight × (0.5 + 0.5 × membership probability)``.
+    weight: float = 0.9
+    # From this cluster risk on, the limit key is the cluster and the cluster shares one budget
+    # (for members placed with at least ``min_probability``).
+    enforce_risk: float = 0.5
+    min_probability: float = 0.0
+    # The cluster's daily budget: this many times the average account's daily requests
+    # (the seeds' "three times the average").
+    limit_multiplier: float = 3.0
+    weights: ClusterWeights = field(default_factory=ClusterWeights)
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackPolicy:
+    """The global guard: recommend the fallback model when the day's volume nears the peak."""
+
+    peak_fraction: float = 0.8  # from this share of the historical daily peak on
+    min_history_days: int = 3  # complete days of history before a peak means anything
+    history_days: int = 90  # the peak is the busiest of this many past days
+
+
 def _ttl_default() -> PerAction:
     return PerAction(allow=30, throttle=300, challenge=300, block=3600)
 
@@ -94,6 +131,8 @@ class Policy:
     ttl_seconds: PerAction = field(default_factory=_ttl_default)
     # Suggested requests per minute for the limit key, by action.
     limit_per_minute: PerAction = field(default_factory=_limit_default)
+    cluster: ClusterPolicy = field(default_factory=ClusterPolicy)
+    fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
 
     def action_for(self, score: float) -> Action:
         t = self.thresholds
@@ -117,6 +156,12 @@ class Policy:
         for name in (f.name for f in fields(Weights)):
             if not 0 <= getattr(policy.weights, name) <= 1:
                 violations.append(FieldViolation(f"weights.{name}", "must be in [0, 1]"))
+        for name in (f.name for f in fields(ClusterWeights)):
+            if not 0 <= getattr(policy.cluster.weights, name) <= 1:
+                violations.append(FieldViolation(f"cluster.weights.{name}", "must be in [0, 1]"))
+        for name in ("weight", "enforce_risk", "min_probability"):
+            if not 0 <= getattr(policy.cluster, name) <= 1:
+                violations.append(FieldViolation(f"cluster.{name}", "must be in [0, 1]"))
         if violations:
             raise InvalidInput(violations)
         return policy

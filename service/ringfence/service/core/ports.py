@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Protocol
 
 from ringfence.service.core.model import (
@@ -9,10 +10,11 @@ from ringfence.service.core.model import (
     Decision,
     IpAddress,
     IpInfo,
+    Label,
     Linkage,
     ScoredEvent,
 )
-from ringfence.service.core.profiles import AccountEvent
+from ringfence.service.core.profiles import AccountEvent, AccountProfile
 
 
 class Clock(Protocol):
@@ -43,6 +45,24 @@ class ProfileStore(Protocol):
     def save_decision(self, account_id: str, decision: Decision) -> None: ...
 
     def last_decision(self, account_id: str) -> Decision | None: ...
+
+    def account_profile(self, account_id: str) -> AccountProfile | None: ...
+
+    def active_accounts(self) -> Iterator[tuple[str, AccountProfile]]:
+        """The accounts held for clustering (the embedded store: those in memory)."""
+        ...
+
+    def save_meta(self, key: str, value: str) -> None: ...
+
+    def load_meta(self, key: str) -> str | None: ...
+
+
+class LabelStore(Protocol):
+    """Analyst labels, kept for good (they calibrate the policy later)."""
+
+    def add(self, label: Label) -> None: ...
+
+    def all(self) -> list[Label]: ...
 
 
 class EventLog(Protocol):

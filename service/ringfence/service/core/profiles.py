@@ -8,6 +8,7 @@ seen member, so counts saturate at the set's capacity (reported by ``saturated``
 
 from __future__ import annotations
 
+import math
 import struct
 from array import array
 from dataclasses import dataclass
@@ -116,33 +117,29 @@ class AccountEvent:
     asn: int  # 0 when unknown
     country_token: int  # 0 when unknown
     device_token: int
+    stack_token: int
+    content_signature: int | None
     anonymized: bool
     task: int
     input_tokens: int
     output_tokens: int
 
 
-_CAPS_ACCOUNT = {"ips": 32, "prefixes": 32, "asns": 16, "countries": 16, "devices": 16}
+_CAPS_ACCOUNT = {"ips": 32, "prefixes": 32, "asns": 16, "countries": 16, "devices": 16,
+                 "stacks": 8, "signatures": 8}
+_ACCOUNT_HEAD = "<BddQQQQdQdd"
 SHARED_CAPACITY = 512  # accounts remembered per device / prefix: scores saturate well below
 
 
 class AccountProfile:
-    __slots__ = (
-        "anonymized",
-        "asns",
-        "countries",
-        "created_at",
-        "devices",
-        "first_seen",
-        "input_tokens",
-        "ips",
-        "last_seen",
-        "output_tokens",
-        "prefixes",
-        "task_mix",
-        "total",
-        "windows",
-    )
+    """One account's live profile. ``hours`` counts requests per UTC hour of day; the gap
+    statistics (count, sum and sum of squares of log inter-arrival seconds) measure how
+    machine-regular its timing is."""
+
+    __slots__ = ("anonymized", "asns", "countries", "created_at", "devices", "first_seen",
+                 "gap_count", "gap_log_sq", "gap_log_sum", "hours", "input_tokens", "ips",
+                 "last_seen", "output_tokens", "prefixes", "signatures", "stacks", "task_mix",
+                 "total", "windows")
 
     def __init__(self, t: float) -> None:
         self.first_seen = t
@@ -150,22 +147,40 @@ class AccountProfile:
         self.total = 0
         self.windows = WindowCounter()
         self.task_mix = array("I", bytes(4 * 6))
+        self.hours = array("I", bytes(4 * 24))
         self.input_tokens = 0
         self.output_tokens = 0
         self.anonymized = 0
         self.created_at: float | None = None
+        self.gap_count = 0
+        self.gap_log_sum = 0.0
+        self.gap_log_sq = 0.0
         self.ips = RecentKeys(_CAPS_ACCOUNT["ips"])
         self.prefixes = RecentKeys(_CAPS_ACCOUNT["prefixes"])
         self.asns = RecentKeys(_CAPS_ACCOUNT["asns"])
         self.countries = RecentKeys(_CAPS_ACCOUNT["countries"])
         self.devices = RecentKeys(_CAPS_ACCOUNT["devices"])
+        self.stacks = RecentKeys(_CAPS_ACCOUNT["stacks"])
+        self.signatures = RecentKeys(_CAPS_ACCOUNT["signatures"])
 
-    def record(self, e: AccountEvent, created_at: float | None) -> None:
+    def _key_sets(self) -> tuple[RecentKeys, ...]:
+        return (self.ips, self.prefixes, self.asns, self.countries, self.devices, self.stacks,
+                self.signatures)
+
+    def record(self, e: AccountEvent, created_at: float | None) -> bool:
+        """Add one request; True if it brought an identifier (device, stack, prefix, ASN or
+        prompt template) new to the account, i.e. its cluster placement may have changed."""
+        if self.total and e.t > self.last_seen:
+            gap = math.log1p(e.t - self.last_seen)
+            self.gap_count += 1
+            self.gap_log_sum += gap
+            self.gap_log_sq += gap * gap
         self.first_seen = min(self.first_seen, e.t)
         self.last_seen = max(self.last_seen, e.t)
         self.total += 1
         self.windows.add(e.t)
         self.task_mix[e.task] += 1
+        self.hours[int(e.t // 3600) % 24] += 1
         self.input_tokens += e.input_tokens
         self.output_tokens += e.output_tokens
         self.anonymized += e.anonymized
@@ -173,45 +188,54 @@ class AccountProfile:
             self.created_at = created_at
         m = minute_of(e.t)
         self.ips.add(e.ip_token, m)
-        self.prefixes.add(e.prefix_token, m)
+        changed = self.prefixes.add(e.prefix_token, m)
         if e.asn:
-            self.asns.add(e.asn, m)
+            changed |= self.asns.add(e.asn, m)
         if e.country_token:
             self.countries.add(e.country_token, m)
-        self.devices.add(e.device_token, m)
+        changed |= self.devices.add(e.device_token, m)
+        changed |= self.stacks.add(e.stack_token, m)
+        if e.content_signature is not None:
+            changed |= self.signatures.add(e.content_signature, m)
+        return changed
 
     @property
     def anonymized_share(self) -> float:
         return self.anonymized / self.total if self.total else 0.0
 
     def to_bytes(self) -> bytes:
-        head = struct.pack("<BddQQQQd", 1, self.first_seen, self.last_seen, self.total,
+        head = struct.pack(_ACCOUNT_HEAD, 2, self.first_seen, self.last_seen, self.total,
                            self.input_tokens, self.output_tokens, self.anonymized,
-                           -1.0 if self.created_at is None else self.created_at)
-        parts = [head, _pack_counter(self.windows), self.task_mix.tobytes()]
-        for keys in (self.ips, self.prefixes, self.asns, self.countries, self.devices):
-            parts.append(_pack_keys(keys))
+                           -1.0 if self.created_at is None else self.created_at,
+                           self.gap_count, self.gap_log_sum, self.gap_log_sq)
+        parts = [head, _pack_counter(self.windows), self.task_mix.tobytes(),
+                 self.hours.tobytes()]
+        parts.extend(_pack_keys(keys) for keys in self._key_sets())
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountProfile:
-        fmt = "<BddQQQQd"
-        version, first, last, total, tin, tout, anon, created = struct.unpack_from(fmt, data)
-        if version != 1:
+        (version, first, last, total, tin, tout, anon, created, gaps, gap_sum,
+         gap_sq) = struct.unpack_from(_ACCOUNT_HEAD, data)
+        if version != 2:
             raise ValueError(f"unknown account profile version {version}")
         p = cls(first)
         p.last_seen, p.total, p.input_tokens, p.output_tokens = last, total, tin, tout
         p.anonymized = anon
         p.created_at = None if created < 0 else created
-        pos = struct.calcsize(fmt)
+        p.gap_count, p.gap_log_sum, p.gap_log_sq = gaps, gap_sum, gap_sq
+        pos = struct.calcsize(_ACCOUNT_HEAD)
         p.windows, pos = _unpack_counter(data, pos)
         p.task_mix = array("I", data[pos:pos + 24])
-        pos += 24
+        p.hours = array("I", data[pos + 24:pos + 120])
+        pos += 120
         p.ips, pos = _unpack_keys(data, pos)
         p.prefixes, pos = _unpack_keys(data, pos)
         p.asns, pos = _unpack_keys(data, pos)
         p.countries, pos = _unpack_keys(data, pos)
         p.devices, pos = _unpack_keys(data, pos)
+        p.stacks, pos = _unpack_keys(data, pos)
+        p.signatures, pos = _unpack_keys(data, pos)
         return p
 
 
@@ -278,7 +302,7 @@ def _unpack_keys(data: bytes, pos: int) -> tuple[RecentKeys, int]:
 
 
 def linkage(account: AccountProfile, device: SharedProfile, prefix: SharedProfile,
-            now: float) -> Linkage:
+            now: float, identity_changed: bool = False) -> Linkage:
     """The scorer's view of the three profiles a request touched (24 h windows)."""
     since = minute_of(now) - DAY_MINUTES
     return Linkage(
@@ -294,6 +318,7 @@ def linkage(account: AccountProfile, device: SharedProfile, prefix: SharedProfil
         device_accounts=device.accounts.count_since(since),
         device_first_seen=device.first_seen,
         prefix_accounts=prefix.accounts.count_since(since),
+        identity_changed=identity_changed,
     )
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from ringfence.service.core import fingerprint as fp
 from ringfence.service.core.model import (
     Action,
+    ClusterContext,
     ClusterRef,
     Decision,
     DeviceAnalysis,
     IpInfo,
+    LabelValue,
     Limit,
     LimitScope,
     LimitUnit,
@@ -106,33 +108,87 @@ def assess(policy: Policy, link: Linkage, ip: IpInfo, device: DeviceAnalysis,
     for code in device.inconsistencies:
         add(code, w.fingerprint_inconsistent, 1.0, _FP_TEXT.get(code, code))
 
+    return _combine(found)
+
+
+def _combine(reasons: list[Reason]) -> Assessment:
     keep = 1.0
-    for reason in found:
+    for reason in reasons:
         keep *= 1 - reason.weight
-    found.sort(key=lambda x: (-x.weight, x.code))
-    return Assessment(score=round(min(1.0, max(0.0, 1 - keep)), 6), reasons=tuple(found))
+    reasons.sort(key=lambda x: (-x.weight, x.code))
+    return Assessment(score=round(min(1.0, max(0.0, 1 - keep)), 6), reasons=tuple(reasons))
+
+
+def with_cluster(policy: Policy, base: Assessment, cluster: ClusterContext | None,
+                 cluster_label: LabelValue | None) -> Assessment:
+    """Add the account's cluster: each cluster reason counts ``cluster.weight × its weight ×
+    membership``, where membership is ``0.5 + 0.5 × probability`` (HDBSCAN's probability is
+    relative to the cluster's densest point, so a member at the fringe still counts half).
+    A cluster labelled benign adds nothing."""
+    if cluster is None or cluster_label is LabelValue.BENIGN:
+        return base
+    scale = policy.cluster.weight * (0.5 + 0.5 * cluster.probability)
+    extra = [Reason(r.code, round(r.weight * scale, 4),
+                    f"cluster {cluster.cluster_id} ({cluster.size} accounts): {r.message}")
+             for r in cluster.reasons if r.weight * scale >= MIN_REASON_WEIGHT]
+    if not extra:
+        return base
+    return _combine([*base.reasons, *extra])
 
 
 def decide(policy: Policy, account_id: str, assessment: Assessment, *, now: float,
            degraded: bool, route_to_fallback: bool = False,
-           cluster: ClusterRef | None = None, model_version: str = "") -> Decision:
-    """Map an assessment to the action, limit key, suggested limit and TTL."""
-    policy_action = policy.action_for(assessment.score)
+           cluster: ClusterContext | None = None, model_version: str = "",
+           account_label: LabelValue | None = None,
+           cluster_label: LabelValue | None = None) -> Decision:
+    """Map an assessment to the action, limit key, suggested limit and TTL.
+
+    Labels override the score: an abusive account or cluster is blocked, a benign account is
+    allowed. A risky cluster (risk ≥ ``cluster.enforce_risk``, membership ≥
+    ``cluster.min_probability``, not labelled benign) becomes the limit key, with one daily
+    budget for the whole cluster.
+    """
+    score, reasons = assessment.score, assessment.reasons
+    policy_action = policy.action_for(score)
+    if account_label is LabelValue.ABUSIVE or (
+            cluster is not None and cluster_label is LabelValue.ABUSIVE):
+        target = "account" if account_label is LabelValue.ABUSIVE else "cluster"
+        reasons = (Reason(f"LABEL_ABUSIVE_{target.upper()}", 1.0,
+                          f"an analyst labelled this {target} abusive"), *reasons)
+        score, policy_action = 1.0, Action.BLOCK
+    elif account_label is LabelValue.BENIGN:
+        reasons = (Reason("LABEL_BENIGN_ACCOUNT", 0.0, "an analyst labelled this account "
+                          "benign"), *reasons)
+        policy_action = Action.ALLOW
     action = Action.ALLOW if policy.shadow else policy_action
+    enforce_cluster = (cluster is not None and cluster_label is not LabelValue.BENIGN
+                       and account_label is not LabelValue.BENIGN
+                       and (cluster_label is LabelValue.ABUSIVE
+                            or (cluster.risk >= policy.cluster.enforce_risk
+                                and cluster.probability >= policy.cluster.min_probability)))
+    if enforce_cluster and cluster is not None:
+        limit_key = f"cluster:{cluster.cluster_id}"
+        scope = LimitScope.CLUSTER
+        budget = 0 if action is Action.BLOCK else cluster.daily_budget
+        limit = Limit(budget, LimitUnit.DAY)
+    else:
+        limit_key = f"account:{account_id}"
+        scope = LimitScope.ACCOUNT
+        limit = Limit(int(policy.limit_per_minute[action]), LimitUnit.MINUTE)
     return Decision(
-        risk_score=assessment.score,
+        risk_score=score,
         action=action,
         policy_action=policy_action,
         shadow=policy.shadow,
         route_to_fallback=route_to_fallback,
-        limit_key=f"account:{account_id}",
-        limit_scope=LimitScope.ACCOUNT,
-        suggested_limit=Limit(int(policy.limit_per_minute[action]), LimitUnit.MINUTE),
+        limit_key=limit_key,
+        limit_scope=scope,
+        suggested_limit=limit,
         ttl_seconds=policy.ttl_seconds[action],
-        reasons=assessment.reasons,
+        reasons=reasons,
         policy_version=policy.version,
         decided_at=now,
         model_version=model_version,
-        cluster=cluster,
+        cluster=ClusterRef(cluster.cluster_id, cluster.size) if cluster else None,
         degraded=degraded,
     )

@@ -33,6 +33,12 @@ class LimitScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LIMIT_SCOPE_UNSPECIFIED: _ClassVar[LimitScope]
     LIMIT_SCOPE_ACCOUNT: _ClassVar[LimitScope]
     LIMIT_SCOPE_CLUSTER: _ClassVar[LimitScope]
+
+class LabelValue(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LABEL_VALUE_UNSPECIFIED: _ClassVar[LabelValue]
+    LABEL_VALUE_ABUSIVE: _ClassVar[LabelValue]
+    LABEL_VALUE_BENIGN: _ClassVar[LabelValue]
 TASK_CATEGORY_UNSPECIFIED: TaskCategory
 TASK_CATEGORY_CHAT: TaskCategory
 TASK_CATEGORY_CODE: TaskCategory
@@ -47,6 +53,9 @@ ACTION_BLOCK: Action
 LIMIT_SCOPE_UNSPECIFIED: LimitScope
 LIMIT_SCOPE_ACCOUNT: LimitScope
 LIMIT_SCOPE_CLUSTER: LimitScope
+LABEL_VALUE_UNSPECIFIED: LabelValue
+LABEL_VALUE_ABUSIVE: LabelValue
+LABEL_VALUE_BENIGN: LabelValue
 
 class ScoreRequest(_message.Message):
     __slots__ = ("account_id", "api_key_id", "org_id", "client_ip", "forwarded_for", "fingerprint", "context", "account_created_at")
@@ -161,6 +170,178 @@ class ClusterInfo(_message.Message):
     cluster_id: str
     size: int
     def __init__(self, cluster_id: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class Cluster(_message.Message):
+    __slots__ = ("cluster_id", "size", "risk", "reasons", "daily_volume", "baseline_daily_volume", "new_account_share", "anonymized_share", "device_diversity", "shared_device_share", "shared_template_share", "timing_sync", "timing_regularity", "fitted_at", "lineage", "label", "daily_budget", "enforced")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    DAILY_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_DAILY_VOLUME_FIELD_NUMBER: _ClassVar[int]
+    NEW_ACCOUNT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    ANONYMIZED_SHARE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    SHARED_DEVICE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SHARED_TEMPLATE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    TIMING_SYNC_FIELD_NUMBER: _ClassVar[int]
+    TIMING_REGULARITY_FIELD_NUMBER: _ClassVar[int]
+    FITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DAILY_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    ENFORCED_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    size: int
+    risk: float
+    reasons: _containers.RepeatedCompositeFieldContainer[Reason]
+    daily_volume: float
+    baseline_daily_volume: float
+    new_account_share: float
+    anonymized_share: float
+    device_diversity: float
+    shared_device_share: float
+    shared_template_share: float
+    timing_sync: float
+    timing_regularity: float
+    fitted_at: _timestamp_pb2.Timestamp
+    lineage: _containers.RepeatedScalarFieldContainer[str]
+    label: LabelValue
+    daily_budget: int
+    enforced: bool
+    def __init__(self, cluster_id: _Optional[str] = ..., size: _Optional[int] = ..., risk: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., daily_volume: _Optional[float] = ..., baseline_daily_volume: _Optional[float] = ..., new_account_share: _Optional[float] = ..., anonymized_share: _Optional[float] = ..., device_diversity: _Optional[float] = ..., shared_device_share: _Optional[float] = ..., shared_template_share: _Optional[float] = ..., timing_sync: _Optional[float] = ..., timing_regularity: _Optional[float] = ..., fitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., label: _Optional[_Union[LabelValue, str]] = ..., daily_budget: _Optional[int] = ..., enforced: bool = ...) -> None: ...
+
+class GetClusterRequest(_message.Message):
+    __slots__ = ("cluster_id", "member_sample_size")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    member_sample_size: int
+    def __init__(self, cluster_id: _Optional[str] = ..., member_sample_size: _Optional[int] = ...) -> None: ...
+
+class GetClusterResponse(_message.Message):
+    __slots__ = ("cluster", "member_sample")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    cluster: Cluster
+    member_sample: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, cluster: _Optional[_Union[Cluster, _Mapping]] = ..., member_sample: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListClustersRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "min_risk")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MIN_RISK_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    min_risk: float
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., min_risk: _Optional[float] = ...) -> None: ...
+
+class ListClustersResponse(_message.Message):
+    __slots__ = ("clusters", "next_page_token", "model_version")
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    clusters: _containers.RepeatedCompositeFieldContainer[Cluster]
+    next_page_token: str
+    model_version: str
+    def __init__(self, clusters: _Optional[_Iterable[_Union[Cluster, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ExplainAccountRequest(_message.Message):
+    __slots__ = ("account_id", "nearest")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    NEAREST_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    nearest: int
+    def __init__(self, account_id: _Optional[str] = ..., nearest: _Optional[int] = ...) -> None: ...
+
+class Feature(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+class Neighbour(_message.Message):
+    __slots__ = ("account_id", "distance")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    distance: float
+    def __init__(self, account_id: _Optional[str] = ..., distance: _Optional[float] = ...) -> None: ...
+
+class ExplainAccountResponse(_message.Message):
+    __slots__ = ("profile", "features", "feature_schema_version", "cluster", "membership_probability", "nearest_members", "last_decision")
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    MEMBERSHIP_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    NEAREST_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    LAST_DECISION_FIELD_NUMBER: _ClassVar[int]
+    profile: AccountProfile
+    features: _containers.RepeatedCompositeFieldContainer[Feature]
+    feature_schema_version: int
+    cluster: Cluster
+    membership_probability: float
+    nearest_members: _containers.RepeatedCompositeFieldContainer[Neighbour]
+    last_decision: ScoreResponse
+    def __init__(self, profile: _Optional[_Union[AccountProfile, _Mapping]] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., feature_schema_version: _Optional[int] = ..., cluster: _Optional[_Union[Cluster, _Mapping]] = ..., membership_probability: _Optional[float] = ..., nearest_members: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., last_decision: _Optional[_Union[ScoreResponse, _Mapping]] = ...) -> None: ...
+
+class SubmitLabelRequest(_message.Message):
+    __slots__ = ("account_id", "cluster_id", "label", "author", "note")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    AUTHOR_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    cluster_id: str
+    label: LabelValue
+    author: str
+    note: str
+    def __init__(self, account_id: _Optional[str] = ..., cluster_id: _Optional[str] = ..., label: _Optional[_Union[LabelValue, str]] = ..., author: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class SubmitLabelResponse(_message.Message):
+    __slots__ = ("recorded_at",)
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    recorded_at: _timestamp_pb2.Timestamp
+    def __init__(self, recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetModelInfoResponse(_message.Message):
+    __slots__ = ("clustering_enabled", "model_version", "fitted_at", "fit_seconds", "accounts", "clusters", "noise_accounts", "pending_accounts", "feature_schema_version", "feature_names", "min_cluster_size", "min_samples", "window_days")
+    CLUSTERING_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTERS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLUSTER_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_DAYS_FIELD_NUMBER: _ClassVar[int]
+    clustering_enabled: bool
+    model_version: str
+    fitted_at: _timestamp_pb2.Timestamp
+    fit_seconds: float
+    accounts: int
+    clusters: int
+    noise_accounts: int
+    pending_accounts: int
+    feature_schema_version: int
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    min_cluster_size: int
+    min_samples: int
+    window_days: float
+    def __init__(self, clustering_enabled: bool = ..., model_version: _Optional[str] = ..., fitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fit_seconds: _Optional[float] = ..., accounts: _Optional[int] = ..., clusters: _Optional[int] = ..., noise_accounts: _Optional[int] = ..., pending_accounts: _Optional[int] = ..., feature_schema_version: _Optional[int] = ..., feature_names: _Optional[_Iterable[str]] = ..., min_cluster_size: _Optional[int] = ..., min_samples: _Optional[int] = ..., window_days: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("risk_score", "action", "policy_action", "shadow", "route_to_fallback", "limit_key", "limit_scope", "suggested_limit", "decision_ttl", "reasons", "cluster", "model_version", "policy_version", "degraded", "decided_at")

@@ -50,6 +50,31 @@ class RiskServiceStub(object):
                 request_serializer=ringfence_dot_v1_dot_risk__pb2.GetAccountRequest.SerializeToString,
                 response_deserializer=ringfence_dot_v1_dot_risk__pb2.GetAccountResponse.FromString,
                 _registered_method=True)
+        self.GetCluster = channel.unary_unary(
+                '/ringfence.v1.RiskService/GetCluster',
+                request_serializer=ringfence_dot_v1_dot_risk__pb2.GetClusterRequest.SerializeToString,
+                response_deserializer=ringfence_dot_v1_dot_risk__pb2.GetClusterResponse.FromString,
+                _registered_method=True)
+        self.ListClusters = channel.unary_unary(
+                '/ringfence.v1.RiskService/ListClusters',
+                request_serializer=ringfence_dot_v1_dot_risk__pb2.ListClustersRequest.SerializeToString,
+                response_deserializer=ringfence_dot_v1_dot_risk__pb2.ListClustersResponse.FromString,
+                _registered_method=True)
+        self.ExplainAccount = channel.unary_unary(
+                '/ringfence.v1.RiskService/ExplainAccount',
+                request_serializer=ringfence_dot_v1_dot_risk__pb2.ExplainAccountRequest.SerializeToString,
+                response_deserializer=ringfence_dot_v1_dot_risk__pb2.ExplainAccountResponse.FromString,
+                _registered_method=True)
+        self.SubmitLabel = channel.unary_unary(
+                '/ringfence.v1.RiskService/SubmitLabel',
+                request_serializer=ringfence_dot_v1_dot_risk__pb2.SubmitLabelRequest.SerializeToString,
+                response_deserializer=ringfence_dot_v1_dot_risk__pb2.SubmitLabelResponse.FromString,
+                _registered_method=True)
+        self.GetModelInfo = channel.unary_unary(
+                '/ringfence.v1.RiskService/GetModelInfo',
+                request_serializer=ringfence_dot_v1_dot_risk__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=ringfence_dot_v1_dot_risk__pb2.GetModelInfoResponse.FromString,
+                _registered_method=True)
 
 
 class RiskServiceServicer(object):
@@ -73,8 +98,42 @@ class RiskServiceServicer(object):
 
     def GetAccount(self, request, context):
         """Read an account's live profile and its last decision.
-        Field numbers and names 4..15 are left for the cluster RPCs (GetCluster, ListClusters,
-        ExplainAccount, SubmitLabel, GetModelInfo).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCluster(self, request, context):
+        """Read one cluster: its profile, risk, reasons, label and a sample of members.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClusters(self, request, context):
+        """Clusters of the current model, riskiest first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExplainAccount(self, request, context):
+        """Why an account scores as it does: its features, cluster, nearest members, last decision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitLabel(self, request, context):
+        """Label an account or a cluster abusive or benign. Labels are stored for good; an abusive
+        one is blocked, a benign cluster is no longer enforced, a benign account is allowed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelInfo(self, request, context):
+        """The clustering model now in use.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +156,31 @@ def add_RiskServiceServicer_to_server(servicer, server):
                     servicer.GetAccount,
                     request_deserializer=ringfence_dot_v1_dot_risk__pb2.GetAccountRequest.FromString,
                     response_serializer=ringfence_dot_v1_dot_risk__pb2.GetAccountResponse.SerializeToString,
+            ),
+            'GetCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCluster,
+                    request_deserializer=ringfence_dot_v1_dot_risk__pb2.GetClusterRequest.FromString,
+                    response_serializer=ringfence_dot_v1_dot_risk__pb2.GetClusterResponse.SerializeToString,
+            ),
+            'ListClusters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClusters,
+                    request_deserializer=ringfence_dot_v1_dot_risk__pb2.ListClustersRequest.FromString,
+                    response_serializer=ringfence_dot_v1_dot_risk__pb2.ListClustersResponse.SerializeToString,
+            ),
+            'ExplainAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainAccount,
+                    request_deserializer=ringfence_dot_v1_dot_risk__pb2.ExplainAccountRequest.FromString,
+                    response_serializer=ringfence_dot_v1_dot_risk__pb2.ExplainAccountResponse.SerializeToString,
+            ),
+            'SubmitLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitLabel,
+                    request_deserializer=ringfence_dot_v1_dot_risk__pb2.SubmitLabelRequest.FromString,
+                    response_serializer=ringfence_dot_v1_dot_risk__pb2.SubmitLabelResponse.SerializeToString,
+            ),
+            'GetModelInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelInfo,
+                    request_deserializer=ringfence_dot_v1_dot_risk__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=ringfence_dot_v1_dot_risk__pb2.GetModelInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +265,141 @@ class RiskService(object):
             '/ringfence.v1.RiskService/GetAccount',
             ringfence_dot_v1_dot_risk__pb2.GetAccountRequest.SerializeToString,
             ringfence_dot_v1_dot_risk__pb2.GetAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringfence.v1.RiskService/GetCluster',
+            ringfence_dot_v1_dot_risk__pb2.GetClusterRequest.SerializeToString,
+            ringfence_dot_v1_dot_risk__pb2.GetClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClusters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringfence.v1.RiskService/ListClusters',
+            ringfence_dot_v1_dot_risk__pb2.ListClustersRequest.SerializeToString,
+            ringfence_dot_v1_dot_risk__pb2.ListClustersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringfence.v1.RiskService/ExplainAccount',
+            ringfence_dot_v1_dot_risk__pb2.ExplainAccountRequest.SerializeToString,
+            ringfence_dot_v1_dot_risk__pb2.ExplainAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringfence.v1.RiskService/SubmitLabel',
+            ringfence_dot_v1_dot_risk__pb2.SubmitLabelRequest.SerializeToString,
+            ringfence_dot_v1_dot_risk__pb2.SubmitLabelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringfence.v1.RiskService/GetModelInfo',
+            ringfence_dot_v1_dot_risk__pb2.GetModelInfoRequest.SerializeToString,
+            ringfence_dot_v1_dot_risk__pb2.GetModelInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,153 @@
+"""The serving side of clustering: the current model, each account's cached assignment, the
+accounts waiting to be placed, and when to refit. A known account's lookup is two dict reads."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from ringfence.service.core.cluster_profiles import ClusterAssessment, assess_cluster
+from ringfence.service.core.clustering import (
+    Assignment,
+    ClusterModel,
+    ClusterParams,
+    Snapshot,
+    build_snapshot,
+    fit_model,
+    predict,
+)
+from ringfence.service.core.model import ClusterContext
+from ringfence.service.core.policy import ClusterPolicy
+from ringfence.service.core.profiles import AccountProfile
+
+
+@dataclass(frozen=True, slots=True)
+class RefitSchedule:
+    interval_s: float = 900.0  # refit at least this often
+    min_gap_s: float = 60.0  # ... and never more often than this
+    pending_threshold: int = 500  # refit early when this many accounts wait to be placed
+    assign_batch: int = 2048  # accounts placed per approximate_predict call
+
+
+class ClusterState:
+    def __init__(self, params: ClusterParams, schedule: RefitSchedule,
+                 policy: ClusterPolicy) -> None:
+        self.params = params
+        self.schedule = schedule
+        self._weights = policy.weights
+        self._limit_multiplier = policy.limit_multiplier
+        self.model: ClusterModel | None = None
+        self._assessments: dict[str, ClusterAssessment] = {}
+        self._assigned: dict[str, Assignment | None] = {}
+        self._pending: dict[str, None] = {}  # insertion-ordered set
+        self._last_refit = -math.inf
+        self.refits = 0
+
+    # --- the per-request path: O(1) ---------------------------------------------------------
+    def view(self, account_id: str) -> ClusterContext | None:
+        model = self.model
+        assignment = self._assigned.get(account_id)
+        if model is None or assignment is None:
+            return None
+        profile = model.clusters.get(assignment.cluster_id)
+        assessment = self._assessments.get(assignment.cluster_id)
+        if profile is None or assessment is None:
+            return None
+        return ClusterContext(
+            cluster_id=profile.cluster_id, size=profile.size,
+            probability=assignment.probability, risk=assessment.risk,
+            reasons=assessment.reasons,
+            daily_budget=max(1, round(self._limit_multiplier
+                                      * max(profile.baseline_daily_volume, 1.0))))
+
+    def note(self, account_id: str, identity_changed: bool) -> None:
+        """Queue an account for placement if it is new to the clustering or changed."""
+        if identity_changed or account_id not in self._assigned:
+            self._pending[account_id] = None
+
+    # --- background work --------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def take_pending(self) -> list[str]:
+        ids = []
+        for account_id in self._pending:
+            ids.append(account_id)
+            if len(ids) >= self.schedule.assign_batch:
+                break
+        for account_id in ids:
+            del self._pending[account_id]
+        return ids
+
+    def apply(self, model: ClusterModel, ids: list[str],
+              assignments: list[Assignment | None]) -> None:
+        """Record placements computed against ``model`` (dropped if a newer model is in)."""
+        if model is not self.model:
+            for account_id in ids:
+                self._pending[account_id] = None
+            return
+        for account_id, assignment in zip(ids, assignments, strict=True):
+            self._assigned[account_id] = assignment
+
+    def refit_due(self, now: float) -> bool:
+        since = now - self._last_refit
+        if since < self.schedule.min_gap_s:
+            return False
+        fitted = len(self.model.account_ids) if self.model is not None else 0
+        if fitted + self.pending < 2 * self.params.min_cluster_size:
+            return False  # too few accounts for any cluster: nothing to fit yet
+        return since >= self.schedule.interval_s or self.pending >= \
+            self.schedule.pending_threshold
+
+    def snapshot(self, accounts: Iterable[tuple[str, AccountProfile]], now: float
+                 ) -> Iterator[Snapshot | None]:
+        self._last_refit = now
+        previous = {k: v for k, v in self._assigned.items() if v is not None}
+        return build_snapshot(accounts, now, self.params, previous)
+
+    def install(self, model: ClusterModel, policy: ClusterPolicy | None = None) -> None:
+        """Swap a new model in. Accounts fitted as noise are cached as such; accounts that
+        arrived during the fit stay pending and are placed against the new model."""
+        if policy is not None:
+            self._weights = policy.weights
+            self._limit_multiplier = policy.limit_multiplier
+        assessments = {cid: assess_cluster(self._weights, profile)
+                       for cid, profile in model.clusters.items()}
+        assigned: dict[str, Assignment | None] = dict.fromkeys(model.account_ids)
+        assigned.update(model.members)
+        for account_id, previous in self._assigned.items():
+            if account_id not in assigned and previous is not None:
+                self._pending[account_id] = None  # placed before, not in this fit: re-place
+        # One reference swap each; a Score running between them sees a consistent pair at
+        # worst one refit old, because view() reads the model first and looks ids up in it.
+        self._assessments = assessments
+        self.model = model
+        self._assigned = assigned
+        self.refits += 1
+
+    def assessment(self, cluster_id: str) -> ClusterAssessment | None:
+        return self._assessments.get(cluster_id)
+
+    def assignment(self, account_id: str) -> Assignment | None:
+        return self._assigned.get(account_id)
+
+    # --- synchronous driver (replays, tests) --------------------------------------------------
+    def run_due(self, now: float, accounts: Callable[[], Iterable[tuple[str, AccountProfile]]],
+                profile: Callable[[str], AccountProfile | None]) -> None:
+        """Place pending accounts and refit if due, in this thread."""
+        if self.refit_due(now):
+            *_, snapshot = self.snapshot(accounts(), now)
+            assert snapshot is not None  # the generator ends with the snapshot
+            self.install(fit_model(snapshot))
+        self.place_pending(now, profile)
+
+    def place_pending(self, now: float, profile: Callable[[str], AccountProfile | None]
+                      ) -> None:
+        model = self.model
+        while model is not None and self._pending:
+            ids = self.take_pending()
+            found = [(i, p) for i in ids if (p := profile(i)) is not None]
+            placed = predict(model, [p for _, p in found], now)
+            self.apply(model, [i for i, _ in found], placed)

@@ -1,0 +1,184 @@
+"""Account feature vectors for clustering (schema ``FEATURE_SCHEMA_VERSION``).
+
+A vector has two parts:
+
+- **identity** (``IDENTITY_DIMS`` dims): the identifiers an account used — devices, client
+  stacks, IPs, prefixes, ASNs, content signatures — embedded so that accounts sharing *rare*
+  identifiers land close together. Each identifier token gets a fixed pseudo-random direction
+  (derived from its keyed hash, so no vocabulary is stored) and a rarity weight fitted at refit
+  time: ``log(N / df) / log(N)`` for a token seen on ``df`` of the ``N`` active accounts, and 0
+  for a token only one account has (it links nothing). Per kind, the account's vector is the
+  mean over its tokens, so thirty unrelated one-off IPs average out while one shared device pool
+  adds up. A token unseen at refit counts as unshared until the next refit.
+- **behaviour**: volume, hour-of-day rhythm, timing regularity, task mix, anonymizer share and
+  account age, each scaled to about [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ringfence.service.core.profiles import DAY_MINUTES, AccountProfile, RecentKeys, minute_of
+
+FEATURE_SCHEMA_VERSION = 1
+IDENTITY_DIMS = 6
+BEHAVIOUR_NAMES = ("log_daily_volume", "hour_rhythm_sin", "hour_rhythm_cos",
+                   "timing_regularity", "code_reasoning_share", "anonymized_share",
+                   "account_age")
+FEATURE_NAMES = tuple(f"identity_{i}" for i in range(IDENTITY_DIMS)) + BEHAVIOUR_NAMES
+
+# Identifier kinds: (name, salt, weight). The salt keeps equal values of different kinds apart.
+KINDS = (
+    ("device", 0x9E3779B97F4A7C15, 1.0),
+    ("stack", 0xBF58476D1CE4E5B9, 0.5),
+    ("ip", 0x94D049BB133111EB, 0.6),
+    ("prefix", 0xD6E8FEB86659FD93, 0.6),
+    ("asn", 0xA0761D6478BD642F, 0.3),
+    ("signature", 0xE7037ED1A0B428DB, 1.0),
+)
+_MASK = (1 << 64) - 1
+_DAY = 86400.0
+
+U64Array = npt.NDArray[np.uint64]
+F64Array = npt.NDArray[np.float64]
+
+
+def stack_only_devices(tokens_by_kind: Sequence[U64Array]) -> npt.NDArray[np.bool_]:
+    """For each device token: True when the device key is just the client stack (the client
+    sent no device id), which every user of the same browser build or SDK shares."""
+    device_salt, stack_salt = KINDS[0][1], KINDS[1][1]
+    devices = tokens_by_kind[0] ^ np.uint64(device_salt)
+    stacks = tokens_by_kind[1] ^ np.uint64(stack_salt)
+    return np.isin(devices, stacks)
+
+
+def _key_sets(p: AccountProfile) -> tuple[RecentKeys, ...]:
+    return (p.devices, p.stacks, p.ips, p.prefixes, p.asns, p.signatures)
+
+
+def account_tokens(p: AccountProfile, since_minute: int) -> list[U64Array]:
+    """The account's identifier tokens per kind (namespaced 64-bit), seen since the minute."""
+    out = []
+    for keys, (_, salt, _) in zip(_key_sets(p), KINDS, strict=True):
+        tokens = [(k ^ salt) & _MASK for k, s in zip(keys.keys, keys.seen, strict=True)
+                  if s >= since_minute]
+        out.append(np.array(tokens, dtype=np.uint64))
+    return out
+
+
+_SIN = tuple(math.sin(2 * math.pi * i / 24) for i in range(24))
+_COS = tuple(math.cos(2 * math.pi * i / 24) for i in range(24))
+
+
+def behaviour(p: AccountProfile, now: float) -> list[float]:
+    """The behaviour part of the vector (see BEHAVIOUR_NAMES)."""
+    total = sum(p.hours) or 1
+    s = sum(h * k for h, k in zip(p.hours, _SIN, strict=True)) / total
+    c = sum(h * k for h, k in zip(p.hours, _COS, strict=True)) / total
+    if p.gap_count >= 2:
+        mean = p.gap_log_sum / p.gap_count
+        std = math.sqrt(max(0.0, p.gap_log_sq / p.gap_count - mean * mean))
+        regularity = 1 / (1 + std)
+    else:
+        regularity = 0.5
+    daily = p.windows.count(now).last_24h
+    code = (p.task_mix[2] + p.task_mix[3]) / (p.total or 1)
+    created = p.created_at if p.created_at is not None else p.first_seen
+    age_days = max(0.0, now - created) / _DAY
+    return [math.log1p(daily) / math.log1p(1000), s, c, regularity, code,
+            p.anonymized_share, min(1.0, math.log1p(age_days) / math.log1p(90))]
+
+
+def _splitmix(x: U64Array) -> U64Array:
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def directions(tokens: U64Array) -> F64Array:
+    """A fixed pseudo-random direction in [-1, 1]^IDENTITY_DIMS per token (16 bits a dim)."""
+    out = np.empty((len(tokens), IDENTITY_DIMS), dtype=np.float64)
+    h = _splitmix(tokens)
+    for d in range(IDENTITY_DIMS):
+        if d and d % 4 == 0:
+            h = _splitmix(h)
+        bits = (h >> np.uint64(16 * (d % 4))) & np.uint64(0xFFFF)
+        out[:, d] = bits.astype(np.float64) / 32767.5 - 1.0
+    return out
+
+
+@dataclass(frozen=True)
+class Rarity:
+    """Document frequencies of identifier tokens over the active accounts at refit time."""
+
+    tokens: U64Array  # sorted
+    counts: npt.NDArray[np.int64]
+    n_accounts: int
+
+    @classmethod
+    def fit(cls, per_account: Sequence[Sequence[U64Array]]) -> Rarity:
+        flat = [np.unique(t) for tokens in per_account for t in tokens if len(t)]
+        if not flat:
+            return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), len(per_account))
+        tokens, counts = np.unique(np.concatenate(flat), return_counts=True)
+        return cls(tokens, counts.astype(np.int64), len(per_account))
+
+    def weights(self, tokens: U64Array) -> F64Array:
+        """Rarity weight in [0, 1] per token: 0 if seen on at most one account."""
+        if not len(tokens) or not len(self.tokens):
+            return np.zeros(len(tokens))
+        idx = np.clip(np.searchsorted(self.tokens, tokens), 0, len(self.tokens) - 1)
+        df = np.where(self.tokens[idx] == tokens, self.counts[idx], 1).astype(np.float64)
+        n = max(self.n_accounts, 2)
+        w = np.log(n / df) / math.log(n)
+        return np.where(df >= 2, np.clip(w, 0.0, 1.0), 0.0)
+
+    def df(self, tokens: U64Array) -> npt.NDArray[np.int64]:
+        """How many accounts had each token at refit time (0 if none)."""
+        if not len(tokens) or not len(self.tokens):
+            return np.zeros(len(tokens), np.int64)
+        idx = np.clip(np.searchsorted(self.tokens, tokens), 0, len(self.tokens) - 1)
+        return np.where(self.tokens[idx] == tokens, self.counts[idx], 0)
+
+
+def identity_matrix(per_account: Sequence[Sequence[U64Array]], rarity: Rarity) -> F64Array:
+    """The identity part for many accounts at once (one vectorised pass over all tokens)."""
+    n, kinds = len(per_account), len(KINDS)
+    chunks: list[U64Array] = []
+    segments: list[npt.NDArray[np.int64]] = []
+    for i, by_kind in enumerate(per_account):
+        for k, tokens in enumerate(by_kind):
+            if len(tokens):
+                chunks.append(tokens)
+                segments.append(np.full(len(tokens), i * kinds + k, dtype=np.int64))
+    out = np.zeros((n, IDENTITY_DIMS))
+    if not chunks:
+        return out
+    tokens = np.concatenate(chunks)
+    segment = np.concatenate(segments)
+    per_segment = np.bincount(segment, minlength=n * kinds)
+    kind_weight = np.array([w for *_, w in KINDS])
+    # mean over the kind's tokens, each weighted by rarity and by its kind
+    scale = rarity.weights(tokens) * kind_weight[segment % kinds] / per_segment[segment]
+    account = segment // kinds
+    contributions = directions(tokens) * scale[:, None]
+    for d in range(IDENTITY_DIMS):
+        out[:, d] = np.bincount(account, weights=contributions[:, d], minlength=n)
+    return out
+
+
+def feature_rows(profiles: Iterable[AccountProfile], now: float, rarity: Rarity,
+                 window_days: float) -> F64Array:
+    """Feature vectors for accounts (e.g. to place new accounts between refits)."""
+    since = minute_of(now) - int(window_days * DAY_MINUTES)
+    profiles = list(profiles)
+    ident = identity_matrix([account_tokens(p, since) for p in profiles], rarity)
+    beh = np.array([behaviour(p, now) for p in profiles], dtype=np.float64)
+    return np.hstack([ident, beh.reshape(len(profiles), len(BEHAVIOUR_NAMES))])
