@@ -129,24 +129,30 @@ def assess_cluster(w: ClusterWeights, c: ClusterProfile) -> ClusterAssessment:
         if weight * strength >= MIN_REASON_WEIGHT:
             found.append(Reason(code, round(weight * strength, 4), message))
 
-    add("CLUSTER_SHARED_DEVICES", w.shared_devices, ramp(c.shared_device_share, 0.3, 0.9),
+    shared_devices = ramp(c.shared_device_share, 0.3, 0.9)
+    shared_templates = ramp(c.shared_signature_share, 0.2, 0.8)
+    anonymized = ramp(c.anonymized_share, 0.2, 0.8)
+    synchronized = ramp(c.timing_sync, 0.8, 0.98) * ramp(c.timing_regularity, 0.5, 0.75)
+    add("CLUSTER_SHARED_DEVICES", w.shared_devices, shared_devices,
         f"{c.shared_device_share:.0%} of {c.size} accounts share devices used almost only "
         f"inside this cluster ({max(1, round(c.device_diversity * c.size))} devices in all)")
-    add("CLUSTER_SHARED_TEMPLATES", w.shared_templates, ramp(c.shared_signature_share, 0.2, 0.8),
+    add("CLUSTER_SHARED_TEMPLATES", w.shared_templates, shared_templates,
         f"{c.shared_signature_share:.0%} of members send the same prompt templates")
-    add("CLUSTER_ANONYMIZED", w.anonymized, ramp(c.anonymized_share, 0.2, 0.8),
+    add("CLUSTER_ANONYMIZED", w.anonymized, anonymized,
         f"{c.anonymized_share:.0%} of the cluster's requests come through hosting, VPN, "
         "proxies or Tor")
     add("CLUSTER_NEW_ACCOUNTS", w.new_accounts, ramp(c.new_account_share, 0.3, 0.9),
         f"{c.new_account_share:.0%} of members are less than 7 days old")
-    add("CLUSTER_SYNCHRONIZED", w.synchronized,
-        ramp(c.timing_sync, 0.8, 0.98) * ramp(c.timing_regularity, 0.5, 0.75),
+    add("CLUSTER_SYNCHRONIZED", w.synchronized, synchronized,
         f"members keep the same clock (rhythm similarity {c.timing_sync:.2f}, "
         f"regularity {c.timing_regularity:.2f})")
-    if c.low_frequency_high_volume:
+    # Any group of ordinary users (an office, a campus) is "light each, heavy together"; the
+    # seeds' rule counts only as far as the cluster also shows coordination.
+    coordination = max(shared_devices, shared_templates, anonymized, synchronized)
+    if c.low_frequency_high_volume and coordination > 0:
         ratio = c.daily_volume / max(c.baseline_daily_volume, 1.0)
         add("CLUSTER_LOW_FREQUENCY_HIGH_VOLUME", w.low_frequency_high_volume,
-            ramp(ratio, 3, 30),
+            ramp(ratio, 3, 30) * coordination,
             f"members look light ({c.median_member_volume:.0f}/day each) but together send "
             f"{c.daily_volume:.0f}/day, {ratio:.0f}× the average account")
     keep = 1.0

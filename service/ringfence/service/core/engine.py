@@ -25,7 +25,7 @@ from ringfence.service.core.model import (
 )
 from ringfence.service.core.policy import Policy
 from ringfence.service.core.ports import Clock, EventLog, GeoIp, LabelStore, ProfileStore
-from ringfence.service.core.profiles import AccountEvent
+from ringfence.service.core.profiles import AccountEvent, token_of
 from ringfence.service.core.scoring import Assessment, assess, decide, with_cluster
 from ringfence.service.core.volume import VolumeGuard
 
@@ -68,23 +68,25 @@ class RiskEngine:
         t = obs.context.event_time
         ip = self._geoip.lookup(obs.client_ip)
         device = self._analyzer.analyze(obs.fingerprint)
-        ip_text = str(obs.client_ip)
+        ip_hash = hasher.hexdigest("ip", str(obs.client_ip))
+        prefix_key = hasher.hexdigest("prefix", ip.prefix)
+        # Profile tokens derive from the hashes the event log keeps, so the batch job rebuilds
+        # exactly the same profiles from the log (see profiles.token_of).
         event = AccountEvent(
             t=t,
             account_token=hasher.token("account", obs.account_id),
-            ip_token=hasher.token("ip", ip_text),
-            prefix_token=hasher.token("prefix", ip.prefix),
+            ip_token=token_of(ip_hash),
+            prefix_token=token_of(prefix_key),
             asn=ip.asn or 0,
             country_token=hasher.token("country", ip.country) if ip.country else 0,
-            device_token=int(device.device_key[:16], 16),
-            stack_token=int(device.stack_key[:16], 16),
+            device_token=token_of(device.device_key),
+            stack_token=token_of(device.stack_key),
             content_signature=obs.context.content_signature,
             anonymized=ip.anonymized,
             task=int(obs.context.task),
             input_tokens=obs.context.input_tokens,
             output_tokens=obs.context.output_tokens,
         )
-        prefix_key = hasher.hexdigest("prefix", ip.prefix)
         link = self._store.record(obs.account_id, device.device_key, prefix_key, event,
                                   obs.account_created_at)
         self.volume.observe(t)
@@ -117,7 +119,7 @@ class RiskEngine:
             account_id=obs.account_id,
             api_key_id=obs.api_key_id,
             org_id=obs.org_id,
-            ip_hash=hasher.hexdigest("ip", ip_text),
+            ip_hash=ip_hash,
             prefix_hash=prefix_key,
             asn=ip.asn,
             country=ip.country,

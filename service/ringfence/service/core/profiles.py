@@ -106,6 +106,11 @@ class RecentKeys:
             self.seen = array("I", (s for _, s in keep))
 
 
+def token_of(hexdigest: str) -> int:
+    """The 64-bit profile token of a stored keyed hash (its first 16 hex digits)."""
+    return int(hexdigest[:16], 16)
+
+
 @dataclass(frozen=True, slots=True)
 class AccountEvent:
     """What one request contributes to the profiles, already hashed."""
