@@ -167,3 +167,39 @@ async def test_model_swap_under_concurrent_scores_loses_no_request(cluster_app):
     assert len(versions) == 3
     assert errors == 0
     assert answered > 0
+
+
+async def test_published_model_is_shared_reloaded_and_bad_artifacts_refused(cluster_app,
+                                                                            start_app,
+                                                                            tmp_path):
+    app, stub = cluster_app
+    model = await app.refit_now()
+    models_dir = app.models.directory
+    assert (models_dir / "LATEST").read_text() == f"{model.version}.rfmodel"
+
+    # a replica that never refits loads what the first one published
+    replica = await start_app(data_dir=tmp_path / "replica", model_dir=models_dir,
+                              cluster_refit_local=False, cluster_assign_interval_s=3600)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
+        rstub = risk_pb2_grpc.RiskServiceStub(channel)
+        info = await rstub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+        assert info.model_version == model.version
+        assert info.clusters == len(model.clusters)
+
+        # a corrupt newer artifact is refused and the model in use stays
+        bad = models_dir / "m-bad.rfmodel"
+        bad.write_bytes(b'{"format": "ringfence-cluster-model"}\n' + b"x" * 100)
+        (models_dir / "LATEST").write_text(bad.name)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await rstub.ReloadModel(pb.ReloadModelRequest(), timeout=10)
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        info = await rstub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
+        assert info.model_version == model.version
+
+    # the first server refits again: the new model keeps the fleet's id and is published
+    (models_dir / "LATEST").write_text(f"{model.version}.rfmodel")
+    fleet_id = model.members["fleet-0"].cluster_id
+    newer = await app.refit_now()
+    assert newer.members["fleet-0"].cluster_id == fleet_id
+    reply = await stub.ReloadModel(pb.ReloadModelRequest(), timeout=10)
+    assert reply.model_version == newer.version

@@ -88,7 +88,8 @@ def _scored(i):
         proxy=False, tor=False, device_key="d" * 32, stack_key="s" * 32, ja4_hash="",
         client_kind="browser", ua_family="Chrome", os_family="Windows", sdk_name="",
         endpoint="/v1/chat", model="m", task=1, input_tokens=5, output_tokens=6,
-        content_signature=2**64 - 1, risk_score=0.1, action=1, policy_action=1,
+        content_signature=2**64 - 1, account_created_at=None, risk_score=0.1, action=1,
+        policy_action=1,
         reasons=("A", "B"), policy_version="p")
 
 

@@ -17,21 +17,33 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ringfence.service.adapters.backends import (
+    ManagedEventLog,
+    ManagedProfileStore,
+    open_event_log,
+    open_label_store,
+    open_profile_store,
+)
 from ringfence.service.adapters.clock import SystemClock
-from ringfence.service.adapters.embedded_store import EmbeddedProfileStore
-from ringfence.service.adapters.event_log import NullEventLog, SqliteEventLog
 from ringfence.service.adapters.geoip import GeoIpPaths, MaxMindGeoIp
 from ringfence.service.adapters.keyfile import load_or_create_key
-from ringfence.service.adapters.labels import MemoryLabelStore, SqliteLabelStore
+from ringfence.service.adapters.memory_counter import MemoryHitCounter
+from ringfence.service.adapters.model_store import ModelArtifactError, ModelStore
+from ringfence.service.api import envoy
 from ringfence.service.api.convert import Limits
+from ringfence.service.api.gateway import Gateway, GatewayConfig, parse_trusted_proxies
+from ringfence.service.api.http_check import HttpCheckServer
 from ringfence.service.api.servicer import SERVICE_NAME, RiskServicer
 from ringfence.service.core.cluster_state import ClusterState, RefitSchedule
 from ringfence.service.core.clustering import ClusterModel, ClusterParams, fit_model, predict_rows
 from ringfence.service.core.engine import RiskEngine
+from ringfence.service.core.errors import Rejected
 from ringfence.service.core.features import feature_rows
 from ringfence.service.core.identity import Hasher
 from ringfence.service.core.policy import Policy
 from ringfence.service.core.ports import Clock
+from ringfence.service.edge import Edge
+from ringfence.service.keys import note_key
 from ringfence.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +87,8 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * ms)),
         ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * ms)),
+        # Worker processes share one port; the kernel spreads new connections over them.
+        *([("grpc.so_reuseport", 1)] if settings.workers > 1 else []),
     ]
 
 
@@ -88,21 +102,28 @@ def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 class App:
     """One running ringfence service. ``start`` returns the bound port."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None,
+                 tracer_provider: object | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self.health = health.aio.HealthServicer()
         self.engine: RiskEngine | None = None
-        self.store: EmbeddedProfileStore | None = None
-        self.events: SqliteEventLog | NullEventLog | None = None
+        self.store: ManagedProfileStore | None = None
+        self.events: ManagedEventLog | None = None
         self.geoip: MaxMindGeoIp | None = None
         self.clusters: ClusterState | None = None
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.models: ModelStore | None = None
+        self._model_path: Path | None = None
         self._refit_pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._refit_lock = asyncio.Lock()
+        self._tracer_provider = tracer_provider  # tests inject one; else from settings
+        self.edge: Edge | None = None
+        self.gateway: Gateway | None = None  # Envoy ext_authz / rate limit, /v1/check
+        self.http_check: HttpCheckServer | None = None
 
     async def start(self) -> int:
         s = self.settings
@@ -114,18 +135,18 @@ class App:
             policy = load_policy(s.policy_file)
             self.geoip = MaxMindGeoIp(geoip_paths(s), cache_size=s.geoip_cache_size)
             self._stack.callback(self.geoip.close)
-            self.store = EmbeddedProfileStore(
-                data_dir / "state.db" if data_dir else None,
-                max_accounts=s.max_accounts_in_memory, max_shared=s.max_shared_in_memory)
+            self.store = open_profile_store(s, data_dir)  # backends chosen in backends.py
             self._stack.callback(self.store.close)
-            self.events = (SqliteEventLog(data_dir / "events.db", synchronous=s.event_log_sync)
-                           if data_dir else NullEventLog())
+            note_key(self.store, key, s.retention_days)  # warns when the key was rotated
+            self.events = open_event_log(s, data_dir)
             self._stack.callback(self.events.close)
-            labels = (SqliteLabelStore(data_dir / "state.db") if data_dir
-                      else MemoryLabelStore())
+            labels = open_label_store(s, data_dir)
             self._stack.callback(labels.close)
             if s.clustering:
                 self.clusters = cluster_state(s, policy)
+                model_dir = s.model_dir or (data_dir / "models" if data_dir else None)
+                if model_dir is not None:
+                    self.models = ModelStore(model_dir, key)
                 # CPU-heavy fits run in a worker process started from a clean forkserver
                 # (never forked from a process that already runs gRPC).
                 self._refit_pool = concurrent.futures.ProcessPoolExecutor(
@@ -134,22 +155,51 @@ class App:
             self.engine = RiskEngine(policy=policy, geoip=self.geoip, store=self.store,
                                      events=self.events, clock=self.clock, hasher=Hasher(key),
                                      clusters=self.clusters, labels=labels)
+            self.edge = Edge(s, self.clock, tracer_provider=self._tracer_provider,
+                             cluster_model=lambda: self.clusters.model if self.clusters else None,
+                             dropped_writes=lambda: getattr(self.events, "dropped", 0))
+            self._stack.push_async_callback(self.edge.close)
             servicer = RiskServicer(
                 self.engine, self.clock,
                 Limits(max_clock_skew_s=s.max_clock_skew_s, max_event_age_s=s.max_event_age_s),
-                s.max_batch_size)
-            self.server = grpc.aio.server(options=server_options(s))
+                s.max_batch_size, reload_model=self.reload_model_now,
+                on_decision=self.edge.on_decision)
+            self.server = grpc.aio.server(options=server_options(s),
+                                          interceptors=self.edge.interceptors)
             self.server.add_generic_rpc_handlers((servicer.handler(),))
+            self.gateway = Gateway(
+                self.engine, self.clock,
+                Limits(max_clock_skew_s=s.max_clock_skew_s, max_event_age_s=s.max_event_age_s),
+                GatewayConfig(account_header=s.gateway_account_header,
+                              missing_account=s.gateway_missing_account,
+                              challenge_status=s.gateway_challenge_status,
+                              trusted_proxies=parse_trusted_proxies(s.gateway_trusted_proxies)),
+                on_decision=self.edge.on_decision)
+            envoy.add_to_server(
+                envoy.AuthorizationServicer(self.gateway),
+                envoy.RateLimitServicer(self.gateway, MemoryHitCounter(s.ratelimit_max_counters),
+                                        self.clock),
+                self.server)
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
             reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
-            self.port = self.server.add_insecure_port(f"{s.host}:{s.port}")
+                (SERVICE_NAME, envoy.AUTHORIZATION_SERVICE, envoy.RATE_LIMIT_SERVICE,
+                 health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+            self.port = self.edge.bind(self.server)  # TLS/mTLS when configured
             await self.server.start()
+            await self.edge.start(self.health)
+            if s.http_check_port:
+                self.http_check = HttpCheckServer(self.gateway, s.host, s.http_check_port,
+                                                  reuse_port=s.workers > 1)
+                await self.http_check.start()
+                self._stack.push_async_callback(self.http_check.close)
             self._every(s.checkpoint_interval_s, self._checkpoint)
             self._every(s.geoip_reload_interval_s, self._reload_geoip)
             self._every(3600.0, self._purge)
             if self.clusters is not None:
                 self._every(s.cluster_assign_interval_s, self._cluster_work)
+            if self.models is not None:
+                await self._load_published_model()  # ids continue across restarts
+                self._every(s.model_poll_interval_s, self._load_published_model)
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         except BaseException:
             await self._stack.aclose()
@@ -161,6 +211,8 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         """Turn unhealthy, let calls in flight finish (up to ``grace`` s), then close."""
         await self.health.enter_graceful_shutdown()
+        if self.http_check is not None:
+            self.http_check.stop_serving()  # /healthz 503; closed with the stack below
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -198,7 +250,8 @@ class App:
             return
         now = self.clock.now()
         await self.place_pending_now(now)
-        if self.clusters.refit_due(now) and not self._refit_lock.locked():
+        if (self.settings.cluster_refit_local and self.clusters.refit_due(now)
+                and not self._refit_lock.locked()):
             await self.refit_now()
 
     async def place_pending_now(self, now: float | None = None) -> int:
@@ -235,11 +288,43 @@ class App:
             assert snapshot is not None
             loop = asyncio.get_running_loop()
             model = await loop.run_in_executor(self._refit_pool, fit_model, snapshot)
+            previous = self.clusters.model.version if self.clusters.model else ""
             self.clusters.install(model, self.engine.policy.cluster)
+            if self.models is not None:
+                info = await asyncio.to_thread(self.models.save, model, previous)
+                self._model_path = info.path
             log.info("clusters refitted", extra={
                 "model": model.version, "accounts": len(model.account_ids),
                 "clusters": len(model.clusters), "fit_seconds": round(model.fit_seconds, 3)})
             return model
+
+    async def reload_model_now(self) -> str:
+        """Load the latest published model if it is newer than the one in use; returns the
+        version in use. A missing or invalid artifact raises Rejected; the old model stays."""
+        if self.clusters is None or self.models is None or self.engine is None:
+            raise Rejected("clustering or the model directory is not configured")
+        try:
+            path = self.models.latest_path()
+            if path is None:
+                raise Rejected(f"no model has been published to {self.models.directory}")
+            if path != self._model_path:
+                model, info = await asyncio.to_thread(self.models.load, path)
+                self.clusters.install(model, self.engine.policy.cluster)
+                self._model_path = info.path
+                log.info("published model loaded", extra={"model": info.version,
+                                                          "clusters": info.clusters})
+        except ModelArtifactError as exc:
+            raise Rejected(str(exc)) from None
+        model = self.clusters.model
+        return model.version if model is not None else ""
+
+    async def _load_published_model(self) -> None:
+        try:
+            await self.reload_model_now()
+        except Rejected as exc:
+            if "no model has been published" not in str(exc):
+                log.warning("published model refused; keeping the current one",
+                            extra={"reason": str(exc)})
 
     async def reload_geoip_now(self) -> list[str]:
         """Check the .mmdb files for replacement now; returns the databases swapped in."""

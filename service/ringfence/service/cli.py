@@ -13,7 +13,8 @@ import grpc
 from google.protobuf import json_format
 from pydantic import ValidationError
 
-from ringfence.service import __version__, logs
+from ringfence.service import __version__, logs, ops_cli
+from ringfence.service.jobs import cli as jobs_cli
 from ringfence.service.settings import ENV_PREFIX, Settings
 from ringfence.v1 import risk_pb2 as pb
 from ringfence.v1 import risk_pb2_grpc
@@ -41,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (overrides RINGFENCE_HOST)")
     serve.add_argument("--port", type=int, help="port (overrides RINGFENCE_PORT)")
     serve.add_argument("--data-dir", type=Path, help="data directory")
+    serve.add_argument("--workers", type=int, help="worker processes on one port "
+                       "(overrides RINGFENCE_WORKERS; needs RINGFENCE_STORE=redis)")
 
     score = sub.add_parser("score", help="score one request against a running service")
     score.add_argument("--target", default="127.0.0.1:50051", help="host:port of the service")
@@ -54,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds")
 
     sub.add_parser("version", help="print the version")
+    ops_cli.add_commands(sub)
+    jobs_cli.add_commands(sub)
     return parser
 
 
@@ -64,18 +69,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "score":
         return _score(args)
+    if args.command in ops_cli.COMMANDS:
+        return ops_cli.run(args)
+    if args.command in jobs_cli.COMMANDS:
+        return jobs_cli.run(args)
     return _serve(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port),
-                                   ("data_dir", args.data_dir)) if v is not None}
+                                   ("data_dir", args.data_dir), ("workers", args.workers))
+                 if v is not None}
     try:
         settings = Settings.load(args.config, **overrides)
     except (ValidationError, OSError, ValueError) as exc:
         print(f"ringfence: invalid settings: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.log_format)
+    if settings.workers > 1:
+        # Import the app once here (seconds of numpy/hdbscan) so the forked workers share it;
+        # no gRPC object exists before the fork.
+        from ringfence.service import app  # noqa: F401
+        from ringfence.service.workers import serve_workers
+
+        return serve_workers(settings, lambda: asyncio.run(_run(settings)))
     return asyncio.run(_run(settings))
 
 

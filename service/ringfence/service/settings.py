@@ -3,11 +3,12 @@ then passed down by constructors. Nothing else reads the environment."""
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "RINGFENCE_"
@@ -61,6 +62,14 @@ class Settings(BaseSettings):
                                            "than this.")
     cluster_refit_pending: int = Field(500, ge=1, description="Refit early once this many "
                                        "new or changed accounts wait to be placed.")
+    cluster_refit_local: bool = Field(True, description="This process refits the clusters. "
+                                      "False: it only loads models published to model_dir "
+                                      "(by `ringfence recluster` or another replica).")
+    model_dir: Path | None = Field(None, description="Where cluster model artifacts are "
+                                   "published and read. Unset: data_dir/models (none without "
+                                   "persist).")
+    model_poll_interval_s: float = Field(10.0, gt=0, description="How often model_dir is "
+                                         "checked for a newer model.")
     cluster_assign_interval_s: float = Field(1.0, gt=0, description="How often waiting "
                                              "accounts are placed into the current clusters.")
     event_log_sync: Literal["NORMAL", "FULL"] = Field("NORMAL", description="SQLite "
@@ -81,8 +90,111 @@ class Settings(BaseSettings):
                                               "often without being told too_many_pings.")
     shutdown_grace_s: float = Field(10.0, ge=0, description="On SIGTERM: health turns "
                                     "NOT_SERVING, calls in flight get this long to finish.")
+    # Shared state across replicas and worker processes (docs/storage.md).
+    store: Literal["embedded", "redis"] = Field("embedded", description="Live profiles: "
+                                                "embedded (this process, SQLite file) or "
+                                                "redis (shared by every replica).")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for store=redis.")
+    redis_prefix: str = Field("ringfence", min_length=1, description="Prefix of every Redis "
+                              "key; replicas that must agree use the same one.")
+    redis_timeout_s: float = Field(0.05, gt=0, description="Redis socket and connect "
+                                   "timeout; a slower answer counts as a failure.")
+    redis_probe_interval_s: float = Field(1.0, gt=0, description="While Redis is failing, "
+                                          "answers come from local state and Redis is "
+                                          "retried once per interval.")
+    redis_local_max_accounts: int = Field(100_000, ge=1, description="Account profiles (and "
+                                          "device/prefix profiles, each) kept in the local "
+                                          "fallback that answers while Redis is down.")
+    event_log: Literal["embedded", "postgres"] = Field("embedded", description="Event log: "
+                                                       "embedded (data_dir/events.db) or "
+                                                       "postgres (spills to events.db while "
+                                                       "PostgreSQL is down).")
+    label_store: Literal["embedded", "postgres"] = Field("embedded", description="Analyst "
+                                                         "labels: embedded (state.db) or "
+                                                         "postgres.")
+    postgres_dsn: SecretStr | None = Field(None, description="libpq DSN/URL for the "
+                                           "postgres backends, e.g. postgresql://user@host/db.")
+    postgres_schema: str = Field("ringfence", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                                 description="PostgreSQL schema of the events and labels "
+                                 "tables (created if missing).")
+    workers: int = Field(1, ge=1, le=256, description="Worker processes serving one port "
+                         "(SO_REUSEPORT), forked before any gRPC object exists; more than "
+                         "one needs store=redis.")
     log_level: str = Field("INFO", description="Python logging level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+    # Security and operations (docs/operations.md).
+    tls_cert_file: Path | None = Field(None, description="PEM server certificate (chain) for "
+                                       "TLS on the gRPC port. Unset: plaintext.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(None, description="PEM CA bundle; when set, "
+                                            "clients must present a certificate it signed "
+                                            "(mutual TLS).")
+    tokens_file: Path | None = Field(None, description="TOML file of callers (SHA-256 of "
+                                     "each bearer token, name, role). Unset: no token is "
+                                     "asked for.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Port of the Prometheus "
+                              "/metrics HTTP endpoint, on the same host as gRPC. 0: off.")
+    health_port: int = Field(0, ge=0, le=65535, description="Extra plaintext port serving "
+                             "only grpc.health.v1 (for probes that cannot speak TLS). 0: off.")
+    tracing: Literal["off", "otlp", "console"] = Field("off", description="OpenTelemetry "
+                                                       "spans per RPC (needs the `tracing` "
+                                                       "extra for otlp).")
+    tracing_otlp_endpoint: str | None = Field(None, description="OTLP/gRPC collector, e.g. "
+                                              "http://otel-collector:4317. Unset: the "
+                                              "exporter's default.")
+    tracing_sample_ratio: float = Field(1.0, ge=0, le=1, description="Share of traces "
+                                        "started here that are sampled (a caller's sampling "
+                                        "decision is followed).")
+
+    # Gateway integrations: Envoy ext_authz / rate limit service, HTTP /v1/check (docs/envoy.md).
+    gateway_account_header: str = Field("x-ringfence-account", description="Request header "
+                                        "carrying the account id (set by the API's auth "
+                                        "layer) for Envoy ext_authz and /v1/check.")
+    gateway_missing_account: Literal["allow", "deny"] = Field(
+        "allow", description="A gateway request without the account header: allow (with "
+        "x-ringfence-skipped) or deny with 400.")
+    gateway_challenge_status: int = Field(403, description="HTTP status a CHALLENGE is denied "
+                                          "with at the gateway; 0 lets it through with "
+                                          "x-ringfence-action: challenge.")
+    gateway_trusted_proxies: str = Field("", description="Comma-separated addresses/CIDRs "
+                                         "whose X-Forwarded-For is believed (the client is "
+                                         "the nearest untrusted hop). Empty: the peer is "
+                                         "the client.")
+    http_check_port: int = Field(0, ge=0, le=65535, description="Port of the HTTP /v1/check "
+                                 "endpoint (nginx auth_request, Traefik ForwardAuth), on the "
+                                 "same host as gRPC. 0: off.")
+    ratelimit_max_counters: int = Field(100_000, ge=1, description="Fixed-window counters "
+                                        "the Envoy rate limit service keeps in memory (least "
+                                        "recently used dropped first).")
+
+    @field_validator("gateway_account_header")
+    @classmethod
+    def _header_name(cls, value: str) -> str:
+        name = value.strip().lower()
+        if not name or any(not (c.isalnum() or c in "-_.") or not c.isascii() for c in name):
+            raise ValueError("must be an HTTP header name (letters, digits, '-', '_', '.')")
+        return name
+
+    @field_validator("gateway_challenge_status")
+    @classmethod
+    def _challenge_status(cls, value: int) -> int:
+        # The 4xx codes Envoy's envoy.type.v3.StatusCode defines (it rejects others).
+        envoy_4xx = {*range(400, 418), *range(421, 425), 426, 428, 429, 431}
+        if value != 0 and value not in envoy_4xx:
+            raise ValueError("must be 0 (let challenges through) or a 4xx status Envoy "
+                             "knows (400-417, 421-424, 426, 428, 429, 431)")
+        return value
+
+    @field_validator("gateway_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return value
 
     @field_validator("hash_key")
     @classmethod
@@ -97,6 +209,32 @@ class Settings(BaseSettings):
         if not 16 <= len(key) <= 64:
             raise ValueError("must be 32 to 128 hex digits")
         return value
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and "
+                             "tls_key_file")
+        if self.metrics_port and self.workers > 1:
+            raise ValueError("metrics_port with workers > 1 is not supported yet (each worker "
+                             "would count alone): run one worker per pod and scale replicas")
+        return self
+
+    @model_validator(mode="after")
+    def _backends_configured(self) -> Settings:
+        if "postgres" in (self.event_log, self.label_store) and self.postgres_dsn is None:
+            raise ValueError("event_log or label_store is postgres: set postgres_dsn")
+        if self.workers > 1 and self.store != "redis":
+            raise ValueError("workers > 1 needs store=redis: embedded profiles live in one "
+                             "process, so workers would disagree")
+        if self.workers > 1 and self.port == 0:
+            raise ValueError("workers > 1 needs a fixed port (0 would give each its own)")
+        if self.workers > 1 and not self.persist and self.hash_key is None:
+            raise ValueError("workers > 1 without persist needs hash_key (each worker would "
+                             "generate its own key and hash identifiers differently)")
+        return self
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -2,6 +2,7 @@
 
     InvalidInput  -> INVALID_ARGUMENT, google.rpc.BadRequest listing every field violation
     NotFound      -> NOT_FOUND
+    Rejected      -> FAILED_PRECONDITION
     NotReady      -> UNAVAILABLE
     anything else -> INTERNAL with a generic message; the cause is logged, never sent
 """
@@ -15,7 +16,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ringfence.service.core.errors import InvalidInput, NotFound, NotReady
+from ringfence.service.core.errors import InvalidInput, NotFound, NotReady, Rejected
 from ringfence.v1 import risk_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode, int], ...] = (
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
+    (Rejected, grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),
     (NotReady, grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
 )
 INTERNAL_MESSAGE = "internal error; the server logged the cause"

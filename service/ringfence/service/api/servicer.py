@@ -24,7 +24,8 @@ from ringfence.service.api.convert import (
 from ringfence.service.api.errors import item_error, rich_status
 from ringfence.service.api.wire import find_bad_field
 from ringfence.service.core.engine import RiskEngine
-from ringfence.service.core.errors import FieldViolation, InvalidInput
+from ringfence.service.core.errors import FieldViolation, InvalidInput, Rejected
+from ringfence.service.core.model import Decision, Observation
 from ringfence.service.core.ports import Clock
 from ringfence.v1 import risk_pb2 as pb
 
@@ -73,17 +74,27 @@ def _rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 class RiskServicer:
     def __init__(self, engine: RiskEngine, clock: Clock, limits: Limits,
-                 max_batch_size: int) -> None:
+                 max_batch_size: int,
+                 reload_model: Callable[[], Awaitable[str]] | None = None,
+                 on_decision: Callable[[Decision], None] | None = None) -> None:
+        self._reload_model = reload_model
+        self._on_decision = on_decision  # observer hook (metrics, tracing)
         self._engine = engine
         self._clock = clock
         self._limits = limits
         self._max_batch = max_batch_size
 
+    def _decide(self, obs: Observation) -> Decision:
+        decision = self._engine.score(obs)
+        if self._on_decision is not None:
+            self._on_decision(decision)
+        return decision
+
     @_rpc
     async def Score(self, request: pb.ScoreRequest,
                     context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         obs = to_observation(request, now=self._clock.now(), limits=self._limits)
-        return to_score_response(self._engine.score(obs))
+        return to_score_response(self._decide(obs))
 
     @_rpc
     async def ScoreBatch(self, request: pb.ScoreBatchRequest,
@@ -99,7 +110,7 @@ class RiskServicer:
             try:
                 obs = to_observation(item, now=self._clock.now(), limits=self._limits)
                 results.append(pb.ScoreBatchResult(
-                    response=to_score_response(self._engine.score(obs))))
+                    response=to_score_response(self._decide(obs))))
             except InvalidInput as exc:
                 results.append(pb.ScoreBatchResult(error=item_error(
                     exc.prefixed(f"requests[{i}]"))))
@@ -159,6 +170,13 @@ class RiskServicer:
                            context: grpc.aio.ServicerContext) -> pb.GetModelInfoResponse:
         return to_model_info(self._engine.analyst.model_info())
 
+    @_rpc
+    async def ReloadModel(self, request: pb.ReloadModelRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ReloadModelResponse:
+        if self._reload_model is None:
+            raise Rejected("this server has no model directory")
+        return pb.ReloadModelResponse(model_version=await self._reload_model())
+
     def handler(self) -> grpc.GenericRpcHandler:
         """Method handlers whose deserializers tolerate undecodable bytes (see Undecodable)."""
         def unary(method: Callable[..., Any], req: type[Message],
@@ -180,6 +198,8 @@ class RiskServicer:
                                  pb.SubmitLabelResponse),
             "GetModelInfo": unary(self.GetModelInfo, pb.GetModelInfoRequest,
                                   pb.GetModelInfoResponse),
+            "ReloadModel": unary(self.ReloadModel, pb.ReloadModelRequest,
+                                 pb.ReloadModelResponse),
         })
 
 

@@ -107,7 +107,8 @@ class RiskEngine:
                 f"today's volume is {self.volume.today} of a {self.volume.peak} daily peak; "
                 "serve from the fallback model")))
         decision = decide(policy, obs.account_id, assessment, now=self._clock.now(),
-                          degraded=ip.degraded, route_to_fallback=fallback, cluster=cluster,
+                          degraded=ip.degraded or link.degraded,
+                          route_to_fallback=fallback, cluster=cluster,
                           model_version=model_version,
                           account_label=self.labels.account(obs.account_id),
                           cluster_label=cluster_label)
@@ -140,6 +141,7 @@ class RiskEngine:
             input_tokens=ctx.input_tokens,
             output_tokens=ctx.output_tokens,
             content_signature=ctx.content_signature,
+            account_created_at=obs.account_created_at,
             risk_score=decision.risk_score,
             action=int(decision.action),
             policy_action=int(decision.policy_action),

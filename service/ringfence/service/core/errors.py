@@ -40,5 +40,9 @@ class NotFound(RingfenceError):
     """The account (or other object) asked for is not known."""
 
 
+class Rejected(RingfenceError):
+    """The request is valid but cannot be carried out now (the old state stays)."""
+
+
 class NotReady(RingfenceError):
     """The service is starting or stopping and cannot answer now."""

@@ -228,6 +228,7 @@ class Linkage:
     device_first_seen: float
     prefix_accounts: int
     identity_changed: bool = False  # the request brought the account a new identifier
+    degraded: bool = False  # answered from this process's local state (shared store down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,7 @@ class ScoredEvent:
     input_tokens: int
     output_tokens: int
     content_signature: int | None
+    account_created_at: float | None
     risk_score: float
     action: int
     policy_action: int

@@ -13,7 +13,13 @@ import struct
 from array import array
 from dataclasses import dataclass
 
-from ringfence.service.core.model import AccountSummary, Linkage, TaskCategory, WindowCounts
+from ringfence.service.core.model import (
+    AccountSummary,
+    Linkage,
+    ScoredEvent,
+    TaskCategory,
+    WindowCounts,
+)
 
 _TIERS = ((60, 5), (300, 12), (3600, 24))  # (bucket seconds, buckets): 5 min, 1 h, 24 h
 _TIER_OFFSETS = (0, 5, 17)
@@ -128,6 +134,20 @@ class AccountEvent:
     task: int
     input_tokens: int
     output_tokens: int
+
+
+def event_from_log(e: ScoredEvent, account_token: int, country_token: int) -> AccountEvent:
+    """What a logged event contributes to the profiles — the same AccountEvent the engine
+    built when it scored the request, so a batch job rebuilds identical profiles."""
+    signature = e.content_signature
+    if signature is not None and signature < 0:  # stored as signed 64-bit
+        signature += 1 << 64
+    return AccountEvent(
+        t=e.event_time, account_token=account_token, ip_token=token_of(e.ip_hash),
+        prefix_token=token_of(e.prefix_hash), asn=e.asn or 0, country_token=country_token,
+        device_token=token_of(e.device_key), stack_token=token_of(e.stack_key),
+        content_signature=signature, anonymized=e.anonymized, task=e.task,
+        input_tokens=e.input_tokens, output_tokens=e.output_tokens)
 
 
 _CAPS_ACCOUNT = {"ips": 32, "prefixes": 32, "asns": 16, "countries": 16, "devices": 16,

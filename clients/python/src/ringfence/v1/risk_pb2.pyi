@@ -478,3 +478,13 @@ class GetAccountResponse(_message.Message):
     profile: AccountProfile
     last_decision: ScoreResponse
     def __init__(self, profile: _Optional[_Union[AccountProfile, _Mapping]] = ..., last_decision: _Optional[_Union[ScoreResponse, _Mapping]] = ...) -> None: ...
+
+class ReloadModelRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReloadModelResponse(_message.Message):
+    __slots__ = ("model_version",)
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    def __init__(self, model_version: _Optional[str] = ...) -> None: ...

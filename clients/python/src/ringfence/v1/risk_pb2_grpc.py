@@ -75,6 +75,11 @@ class RiskServiceStub(object):
                 request_serializer=ringfence_dot_v1_dot_risk__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=ringfence_dot_v1_dot_risk__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.ReloadModel = channel.unary_unary(
+                '/ringfence.v1.RiskService/ReloadModel',
+                request_serializer=ringfence_dot_v1_dot_risk__pb2.ReloadModelRequest.SerializeToString,
+                response_deserializer=ringfence_dot_v1_dot_risk__pb2.ReloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class RiskServiceServicer(object):
@@ -139,6 +144,15 @@ class RiskServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadModel(self, request, context):
+        """Load the newest model published to the model directory now (admin). An artifact that
+        fails its checksum, signature or schema check is refused (FAILED_PRECONDITION) and the
+        model in use stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RiskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +195,11 @@ def add_RiskServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=ringfence_dot_v1_dot_risk__pb2.GetModelInfoRequest.FromString,
                     response_serializer=ringfence_dot_v1_dot_risk__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'ReloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadModel,
+                    request_deserializer=ringfence_dot_v1_dot_risk__pb2.ReloadModelRequest.FromString,
+                    response_serializer=ringfence_dot_v1_dot_risk__pb2.ReloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +419,33 @@ class RiskService(object):
             '/ringfence.v1.RiskService/GetModelInfo',
             ringfence_dot_v1_dot_risk__pb2.GetModelInfoRequest.SerializeToString,
             ringfence_dot_v1_dot_risk__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ringfence.v1.RiskService/ReloadModel',
+            ringfence_dot_v1_dot_risk__pb2.ReloadModelRequest.SerializeToString,
+            ringfence_dot_v1_dot_risk__pb2.ReloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
