@@ -193,6 +193,7 @@ class App:
                 await self.http_check.start()
                 self._stack.push_async_callback(self.http_check.close)
             self._every(s.checkpoint_interval_s, self._checkpoint)
+            self._every(0.02, self._submit_events)
             self._every(s.geoip_reload_interval_s, self._reload_geoip)
             self._every(3600.0, self._purge)
             if self.clusters is not None:
@@ -240,10 +241,17 @@ class App:
                     log.exception("background job %s failed", job.__name__)
         self._tasks.append(asyncio.create_task(loop()))
 
+    async def _submit_events(self) -> None:
+        submit = getattr(self.events, "submit_pending", None)
+        if submit is not None:
+            submit()
+
     async def _checkpoint(self) -> None:
         if self.store is not None and self.engine is not None:
             self.engine.save_state()
-            self.store.checkpoint()
+            # In slices of 256 profiles (~15 ms) so requests are not stalled behind it.
+            while self.store.checkpoint(limit=256):
+                await asyncio.sleep(0)
 
     async def _cluster_work(self) -> None:
         if self.clusters is None:

@@ -56,6 +56,10 @@ class _Book(Generic[P]):
         # Evicted or checkpointed rows not yet committed: a read must see them, not disk.
         self._pending: dict[str, tuple[bytes, float, str | None]] = {}
         self._pending_lock = threading.Lock()
+        # A key missing from the cache can be on disk only if the table had rows at open or
+        # something was evicted since; otherwise a new key costs no SELECT on the serving loop.
+        self._maybe_on_disk = reader is not None and reader.execute(
+            f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
 
     def get(self, key: str) -> P | None:
         profile = self.cache.get(key)
@@ -79,13 +83,15 @@ class _Book(Generic[P]):
     def touch(self, key: str) -> None:
         self.dirty.add(key)
 
-    def checkpoint(self) -> int:
-        for key in self.dirty:
+    def checkpoint(self, limit: int | None = None) -> int:
+        """Queue up to ``limit`` changed profiles (all if None) for writing."""
+        n = 0
+        while self.dirty and (limit is None or n < limit):
+            key = self.dirty.pop()
             profile = self.cache.get(key)
             if profile is not None:
                 self._write(key, profile)
-        n = len(self.dirty)
-        self.dirty.clear()
+            n += 1
         return n
 
     def purge(self, before: float) -> int:
@@ -101,6 +107,7 @@ class _Book(Generic[P]):
     def _insert(self, key: str, profile: P) -> None:
         self.cache[key] = profile
         if len(self.cache) > self.capacity:
+            self._maybe_on_disk = True
             old_key, old = self.cache.popitem(last=False)
             if old_key in self.dirty:
                 self.dirty.discard(old_key)
@@ -132,7 +139,7 @@ class _Book(Generic[P]):
             pending = self._pending.get(key)
         if pending is not None:
             return pending[0], pending[2]
-        if self._reader is None:
+        if self._reader is None or not self._maybe_on_disk:
             return None
         found = self._reader.execute(
             f"SELECT profile, decision FROM {self.table} WHERE key = ?", (key,)).fetchone()
@@ -212,9 +219,15 @@ class EmbeddedProfileStore:
         row = self._reader.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def checkpoint(self) -> int:
-        """Queue every changed profile for writing; returns how many."""
-        return sum(book.checkpoint() for book in (self.accounts, self.devices, self.prefixes))
+    def checkpoint(self, limit: int | None = None) -> int:
+        """Queue changed profiles for writing (at most ``limit``; all if None); returns how
+        many. Serializing runs on the caller's thread, so a server calls it in slices."""
+        done = 0
+        for book in (self.accounts, self.devices, self.prefixes):
+            done += book.checkpoint(None if limit is None else limit - done)
+            if limit is not None and done >= limit:
+                break
+        return done
 
     def flush(self) -> None:
         """Checkpoint and wait until it is committed."""

@@ -1,7 +1,8 @@
 """The embedded event log: every scored request, appended to a SQLite file for the batch job.
 
-An event is durable once its batch commits: at most ``flush_interval`` (default 50 ms) after
-the decision was returned. With ``synchronous=NORMAL`` (default) a committed event survives a
+An event is durable once its batch commits: at most about 70 ms after the decision was
+returned (rows are handed to the writer thread every 20 ms or 256 events, and the writer commits
+every ``flush_interval``, 50 ms). With ``synchronous=NORMAL`` (default) a committed event survives a
 crash of the process; with ``FULL`` it also survives a power loss, at some cost in throughput.
 IPs, prefixes, device ids and JA4 are stored only as keyed hashes.
 """
@@ -22,19 +23,22 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS events_time ON events(event_time)",
     "CREATE INDEX IF NOT EXISTS events_account ON events(account_id, event_time)",
 )
+_BATCH = 256
 _INSERT = (f"INSERT INTO events ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in COLUMNS)})")
 
 
+_REASONS = COLUMNS.index("reasons")
+_SIGNATURE = COLUMNS.index("content_signature")
+
+
 def _row(event: ScoredEvent) -> tuple[object, ...]:
-    values = dataclasses.astuple(event)
-    out = list(values)
-    i = COLUMNS.index("reasons")
-    out[i] = ",".join(event.reasons)
-    j = COLUMNS.index("content_signature")
+    # getattr, not dataclasses.astuple: astuple deep-copies and costs 18% of a Score.
+    out = [getattr(event, name) for name in COLUMNS]
+    out[_REASONS] = ",".join(event.reasons)
     # SQLite integers are signed 64-bit: store the unsigned signature's bit pattern.
     if event.content_signature is not None and event.content_signature >= 1 << 63:
-        out[j] = event.content_signature - (1 << 64)
+        out[_SIGNATURE] = event.content_signature - (1 << 64)
     return tuple(out)
 
 
@@ -46,12 +50,23 @@ class SqliteEventLog:
                                     synchronous=synchronous)
         for statement in _SCHEMA:
             self._writer.execute_now(statement)
+        self._pending: list[tuple[object, ...]] = []
 
     def append(self, event: ScoredEvent) -> None:
-        self._writer.submit((_INSERT, _row(event)))
+        # Rows gather here and go to the writer thread in batches: waking the thread for each
+        # event cost 10% of a Score. The app calls submit_pending() every 20 ms.
+        self._pending.append(_row(event))
+        if len(self._pending) >= _BATCH:
+            self.submit_pending()
+
+    def submit_pending(self) -> None:
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self._writer.submit(lambda conn: conn.executemany(_INSERT, rows))
 
     def purge(self, before: float) -> None:
         """Delete events older than ``before`` (epoch seconds)."""
+        self.submit_pending()  # keep the order: events appended before the purge come first
         self._writer.submit(("DELETE FROM events WHERE event_time < ?", (before,)))
 
     @property
@@ -59,9 +74,11 @@ class SqliteEventLog:
         return self._writer.dropped
 
     def flush(self) -> None:
+        self.submit_pending()
         self._writer.flush()
 
     def close(self) -> None:
+        self.submit_pending()
         self._writer.close()
 
 

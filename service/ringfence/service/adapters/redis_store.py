@@ -234,7 +234,7 @@ class RedisProfileStore:
                     break
         return total
 
-    def checkpoint(self) -> int:
+    def checkpoint(self, limit: int | None = None) -> int:
         return 0  # every write is already in Redis
 
     def flush(self) -> None:

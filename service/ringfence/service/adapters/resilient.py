@@ -180,8 +180,8 @@ class ResilientProfileStore:
         shared, ok = self._call(lambda: self.shared.purge(before), lambda: 0)
         return shared if ok else n
 
-    def checkpoint(self) -> int:
-        return self.local.checkpoint()
+    def checkpoint(self, limit: int | None = None) -> int:
+        return self.local.checkpoint(limit)
 
     def flush(self) -> None:
         self.local.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -53,6 +54,9 @@ MAX_EXTRA = 16
 MAX_ATTRIBUTES = 32
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class _Check:
     def __init__(self) -> None:
         self.violations: list[FieldViolation] = []
@@ -66,7 +70,7 @@ class _Check:
             self.bad(field, "is required")
         elif len(value) > limit:
             self.bad(field, f"is {len(value)} characters long; at most {limit} are allowed")
-        elif any(ord(c) < 32 or c == "\x7f" for c in value):
+        elif _CONTROL.search(value):
             self.bad(field, "contains control characters")
         return value
 

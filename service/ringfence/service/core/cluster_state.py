@@ -27,7 +27,9 @@ class RefitSchedule:
     interval_s: float = 900.0  # refit at least this often
     min_gap_s: float = 60.0  # ... and never more often than this
     pending_threshold: int = 500  # refit early when this many accounts wait to be placed
-    assign_batch: int = 2048  # accounts placed per approximate_predict call
+    # accounts placed per approximate_predict call (their features are built on the serving
+    # loop, ~50 µs each, so a batch is kept small enough not to stall requests)
+    assign_batch: int = 512
 
 
 class ClusterState:
