@@ -29,7 +29,8 @@ def test_newcomer_walkthrough(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "* ringfence" in out and "account_100_per_day" in out and "ip_300_per_hour" in out
     report = json.loads((tmp_path / "sim" / "report.json").read_text())
-    assert set(report["systems"]) == {"ringfence", "account_100_per_day", "ip_300_per_hour"}
+    assert set(report["systems"]) == {"ringfence", "account_100_per_day", "ip_300_per_hour",
+                                      "ringfence_without_clustering"}
     html = (tmp_path / "sim" / "report.html").read_text()
     assert html.startswith("<!doctype html>") and "<svg" in html and "<script" not in html
 
@@ -39,7 +40,7 @@ def test_gzip_files_and_a_policy_file(tmp_path, capsys):
     policy = tmp_path / "policy.toml"
     policy.write_text('version = "strict-1"\n[thresholds]\nthrottle = 0.3\n')
     assert run("simulate", "-o", events, "--scale", "0.1", "--days", "0.3") == 0
-    assert run("replay", events, "-o", decisions, "--policy", policy,
+    assert run("replay", events, "-o", decisions, "--policy", policy, "--no-clustering",
                "--account-limit", "5", "--ip-limit", "50") == 0
     assert run("evaluate", decisions, "-o", tmp_path / "report") == 0
     report = json.loads((tmp_path / "report" / "report.json").read_text())

@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from pydantic import ValidationError
 
 from ringfence.service import __version__, logs, ops_cli
+from ringfence.service.evaluation import cli as evaluation_cli
 from ringfence.service.jobs import cli as jobs_cli
 from ringfence.service.settings import ENV_PREFIX, Settings
 from ringfence.v1 import risk_pb2 as pb
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the version")
     ops_cli.add_commands(sub)
     jobs_cli.add_commands(sub)
+    evaluation_cli.register(sub)  # simulate, replay, evaluate
     return parser
 
 
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         return ops_cli.run(args)
     if args.command in jobs_cli.COMMANDS:
         return jobs_cli.run(args)
+    if args.command in ("simulate", "replay", "evaluate"):
+        return int(args.func(args))
     return _serve(args)
 
 

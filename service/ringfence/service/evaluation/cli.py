@@ -21,7 +21,7 @@ from ringfence.service.evaluation.baselines import default_baselines
 from ringfence.service.evaluation.events import EventFormatError, open_text, read_events
 from ringfence.service.evaluation.metrics import RINGFENCE, evaluate_file
 from ringfence.service.evaluation.remote import MAX_CHUNK, RemoteError, RemoteReplay
-from ringfence.service.evaluation.replay import DecisionRecord, InProcessReplay
+from ringfence.service.evaluation.replay import DecisionRecord, create_compared
 from ringfence.service.evaluation.report import render_html
 from ringfence.service.evaluation.scenario import PRESETS, preset
 from ringfence.service.evaluation.simulator import write_simulation
@@ -77,6 +77,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="per-account baseline: requests per UTC day (default 100)")
     rep.add_argument("--ip-limit", type=_positive(int), default=300,
                      help="per-IP baseline: requests per hour (default 300)")
+    rep.add_argument("--no-clustering", action="store_true",
+                     help="score accounts alone (in process; clustering is on by default)")
+    rep.add_argument("--no-compare", action="store_true",
+                     help="do not also score ringfence without clustering for comparison")
     rep.add_argument("--target", help="host:port of a running server: replay over gRPC "
                                       "(times shifted to now, paced; see --speed)")
     rep.add_argument("--speed", type=_positive(float), default=1.0,
@@ -171,8 +175,9 @@ def _replay(args: argparse.Namespace) -> int:
             skipped = remote.errors
         else:
             policy = load_policy(args.policy)
-            with InProcessReplay.create(geo_dir=args.geo_dir, policy=policy,
-                                        baselines=baselines) as replay, \
+            with create_compared(geo_dir=args.geo_dir, policy=policy, baselines=baselines,
+                                 clustering=not args.no_clustering,
+                                 compare=not args.no_compare) as replay, \
                     open_text(args.output, "w") as out:
                 count = _write(replay.run(events, skip_invalid=args.skip_invalid,
                                           source=args.events), out)

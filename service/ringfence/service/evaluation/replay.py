@@ -10,18 +10,20 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from ringfence.service.adapters.clock import ManualClock
 from ringfence.service.adapters.embedded_store import EmbeddedProfileStore
 from ringfence.service.adapters.event_log import NullEventLog
 from ringfence.service.adapters.geoip import GeoIpPaths, MaxMindGeoIp
 from ringfence.service.api.convert import Limits, to_observation
+from ringfence.service.core.cluster_state import ClusterState, RefitSchedule
+from ringfence.service.core.clustering import ClusterParams
 from ringfence.service.core.engine import RiskEngine
 from ringfence.service.core.errors import InvalidInput
 from ringfence.service.core.identity import Hasher
 from ringfence.service.core.model import Action, Decision
 from ringfence.service.core.policy import Policy
-from ringfence.service.evaluation.baselines import FixedWindowLimit
 from ringfence.service.evaluation.decisions import DecisionRecord
 from ringfence.service.evaluation.events import EventFormatError, LabelledEvent
 
@@ -54,7 +56,13 @@ def geo_paths_in(directory: Path | None) -> GeoIpPaths:
     return GeoIpPaths(**found)
 
 
-def baseline_verdicts(baselines: Iterable[FixedWindowLimit], event: LabelledEvent,
+class Baseline(Protocol):
+    name: str
+
+    def throttles(self, event: LabelledEvent) -> bool: ...
+
+
+def baseline_verdicts(baselines: Iterable[Baseline], event: LabelledEvent,
                       ) -> tuple[tuple[str, str], ...]:
     return tuple((b.name, Action.THROTTLE.name if b.throttles(event) else Action.ALLOW.name)
                  for b in baselines)
@@ -72,13 +80,65 @@ def record_of(event: LabelledEvent, decision: Decision,
         baselines=baselines)
 
 
+def _clustering_hook(clusters: ClusterState, store: EmbeddedProfileStore, tick_s: float,
+                     then: TimeHook | None) -> TimeHook:
+    next_tick = -math.inf
+
+    def hook(now: float) -> None:
+        nonlocal next_tick
+        if now >= next_tick:
+            clusters.run_due(now, store.active_accounts, store.account_profile)
+            next_tick = now + tick_s
+        if then is not None:
+            then(now)
+    return hook
+
+
+# Refits in simulated time: every 30 min, or after 10 min once 100 accounts wait. The service's
+# defaults (15 min / 500) suit live traffic; a replay runs days in minutes, so it can afford
+# the server's best case.
+REPLAY_REFIT = RefitSchedule(interval_s=1800.0, min_gap_s=600.0, pending_threshold=100)
+
+
+def create_compared(*, geo_dir: Path | None, policy: Policy | None,
+                    baselines: Iterable[Baseline], clustering: bool = True,
+                    compare: bool = True) -> InProcessReplay:
+    """The replay the CLI runs: ringfence as served (clustering on by default), and, to show
+    what clustering adds, the same ringfence without it as one more system in the report."""
+    systems = list(baselines)
+    if clustering and compare:
+        systems.append(EngineBaseline("ringfence_without_clustering",
+                                      InProcessReplay.create(geo_dir=geo_dir, policy=policy)))
+    return InProcessReplay.create(geo_dir=geo_dir, policy=policy, baselines=systems,
+                                  clustering=ClusterParams() if clustering else None,
+                                  refit=REPLAY_REFIT)
+
+
+class EngineBaseline:
+    """Another ringfence configuration scored side by side on the same events, reported as a
+    system of its own (e.g. ringfence without clustering, to show what clusters add)."""
+
+    def __init__(self, name: str, replay: InProcessReplay) -> None:
+        self.name = name
+        self._replay = replay
+
+    def throttles(self, event: LabelledEvent) -> bool:
+        try:
+            return self._replay.score(event).action != Action.ALLOW.name
+        except InvalidInput:
+            return False
+
+    def close(self) -> None:
+        self._replay.close()
+
+
 class InProcessReplay:
     """A RiskEngine composed like app.py does (in-memory profiles, no event log, MaxMind
     enrichment, fixed hash key) on a ManualClock. Pass your own ``engine``/``clock`` to
     replay through a differently composed engine (e.g. one with clustering)."""
 
     def __init__(self, *, engine: RiskEngine, clock: ManualClock,
-                 baselines: Iterable[FixedWindowLimit] = (), on_time: TimeHook | None = None,
+                 baselines: Iterable[Baseline] = (), on_time: TimeHook | None = None,
                  closers: Iterable[Callable[[], None]] = ()) -> None:
         self.engine = engine
         self.clock = clock
@@ -90,15 +150,25 @@ class InProcessReplay:
 
     @classmethod
     def create(cls, *, geo_dir: Path | None = None, policy: Policy | None = None,
-               baselines: Iterable[FixedWindowLimit] = (), on_time: TimeHook | None = None,
-               start: float = 0.0) -> InProcessReplay:
+               baselines: Iterable[Baseline] = (), on_time: TimeHook | None = None,
+               start: float = 0.0, clustering: ClusterParams | None = None,
+               refit: RefitSchedule | None = None, tick_s: float = 600.0) -> InProcessReplay:
+        """With ``clustering``, accounts are clustered as the server does, in simulated time:
+        every ``tick_s`` of event time waiting accounts are placed and a refit runs when due
+        (in this thread, so a replay is deterministic)."""
         clock = ManualClock(start)
         geoip = MaxMindGeoIp(geo_paths_in(geo_dir))
         store = EmbeddedProfileStore(None)
         events = NullEventLog()
-        engine = RiskEngine(policy=policy or Policy(), geoip=geoip, store=store, events=events,
-                            clock=clock, hasher=Hasher(REPLAY_KEY))
-        return cls(engine=engine, clock=clock, baselines=baselines, on_time=on_time,
+        policy = policy or Policy()
+        clusters = (ClusterState(clustering, refit or RefitSchedule(), policy.cluster)
+                    if clustering is not None else None)
+        engine = RiskEngine(policy=policy, geoip=geoip, store=store, events=events,
+                            clock=clock, hasher=Hasher(REPLAY_KEY), clusters=clusters)
+        hook = on_time
+        if clusters is not None:
+            hook = _clustering_hook(clusters, store, tick_s, on_time)
+        return cls(engine=engine, clock=clock, baselines=baselines, on_time=hook,
                    closers=(events.close, store.close, geoip.close))
 
     def score(self, event: LabelledEvent) -> DecisionRecord:
@@ -130,6 +200,9 @@ class InProcessReplay:
         for close in self._closers:
             close()
         self._closers.clear()
+        for baseline in self.baselines:
+            if isinstance(baseline, EngineBaseline):
+                baseline.close()
 
     def __enter__(self) -> InProcessReplay:
         return self
