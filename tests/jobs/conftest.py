@@ -90,6 +90,17 @@ def data_dir(tmp_path: Path, fleet_events: list[ScoredEvent]) -> Path:
     return d
 
 
+def partition_of(model):
+    """A clustering as a set of member sets (ids differ between fits), and the noise."""
+    from ringfence.service.core.clustering import NOISE
+
+    groups: dict[int, set[str]] = {}
+    for account, label in zip(model.account_ids, model.labels, strict=True):
+        groups.setdefault(int(label), set()).add(account)
+    noise = frozenset(groups.pop(NOISE, set()))
+    return {frozenset(g) for g in groups.values()}, noise
+
+
 def job_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(data_dir=data_dir, hash_key=KEY_HEX, log_format="text", **overrides)
 

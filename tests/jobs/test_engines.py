@@ -7,23 +7,13 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import job_settings
+from conftest import job_settings, partition_of
 
 from ringfence.service.adapters.model_store import ModelStore
-from ringfence.service.core.clustering import NOISE
 from ringfence.service.jobs.engines import DaskEngine, EmbeddedEngine
 from ringfence.service.jobs.export import export_parquet
 from ringfence.service.jobs.recluster import ReclusterOptions, job_key, recluster
 from ringfence.service.jobs.sources import ParquetSource, SqliteSource
-
-
-def partition_of(model):
-    """The clustering as a set of member sets (ids differ between fits), noise apart."""
-    groups = {}
-    for account, label in zip(model.account_ids, model.labels, strict=True):
-        groups.setdefault(int(label), set()).add(account)
-    noise = frozenset(groups.pop(NOISE, set()))
-    return {frozenset(g) for g in groups.values()}, noise
 
 
 def _run(data_dir, source, engine, name, **options):

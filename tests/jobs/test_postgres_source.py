@@ -4,9 +4,8 @@ PostgreSQL adapter give the clusters and the audit the SQLite log gives."""
 from __future__ import annotations
 
 import pytest
-from conftest import KEY_HEX, job_settings
+from conftest import KEY_HEX, job_settings, partition_of
 from live_services import drop_schema, require_postgres, unique
-from test_engines import partition_of
 
 from ringfence.service.adapters.model_store import ModelStore
 from ringfence.service.jobs.audit import audit

@@ -8,8 +8,7 @@ import logging
 import sqlite3
 
 import pytest
-from conftest import KEY_HEX, job_settings, make_events, write_log
-from test_engines import partition_of
+from conftest import KEY_HEX, job_settings, make_events, partition_of, write_log
 
 from ringfence.service.adapters.model_store import ModelStore
 from ringfence.service.cli import main
@@ -41,7 +40,7 @@ def test_rerun_on_the_same_events_publishes_nothing_and_force_keeps_ids(data_dir
     assert capsys.readouterr().out.startswith("up to date: ")
     assert (models / "LATEST").read_text() == latest
     assert len(list(models.glob("*.rfmodel"))) == 1
-    assert not (data_dir / "recluster-work").exists()  # cleaned after publishing
+    assert not [p for p in (data_dir / "recluster-work").iterdir() if p.is_dir()]  # cleaned
 
     assert main([*args, "--force"]) == 0
     store = ModelStore(models, KEY)
@@ -170,3 +169,16 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(caplog):
         lines = Progress("recluster", 100, stream=io.StringIO())
         lines.advance(40, "partition 1/2")
     assert "recluster: 40/100 events, partition 1/2" in caplog.text
+
+
+def test_an_overlapping_run_stops_at_once(data_dir):
+    from ringfence.service.jobs import JobError
+    from ringfence.service.jobs.workdir import WorkDir
+
+    with (WorkDir(data_dir / "recluster-work", "0" * 64).lock(),
+          pytest.raises(JobError, match="another recluster is running") as err):
+        recluster(job_settings(data_dir), SqliteSource(data_dir / "events.db"),
+                  ReclusterOptions())
+    assert err.value.exit_code == 1
+    assert recluster(job_settings(data_dir), SqliteSource(data_dir / "events.db"),
+                     ReclusterOptions()).status == "published"

@@ -50,9 +50,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     rc.add_argument("--scheduler", help="dask scheduler address (tcp://host:8786); without "
                                         "it --engine dask starts a local cluster")
     rc.add_argument("--workers", type=int, default=2,
-                    help="workers of the local dask cluster (default 2)")
+                    help="workers of the local dask cluster (default 2); with --scheduler, "
+                         "the parallelism the default --partitions plans for")
     rc.add_argument("--partitions", type=int, help="account partitions (default: one per "
-                                                   "million events)")
+                                                   "million events, at least two per worker)")
     rc.add_argument("--model-dir", type=Path, help="publish here (default: RINGFENCE_MODEL_DIR "
                                                    "or DATA_DIR/models)")
     rc.add_argument("--work-dir", type=Path, help="partition results for resuming (default "

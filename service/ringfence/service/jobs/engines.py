@@ -20,6 +20,7 @@ OnResult = Callable[[PartitionResult], None]
 
 class Engine(Protocol):
     name: str
+    parallelism: int  # partitions that can run at once (the default plan makes 2 per slot)
 
     def run(self, tasks: Sequence[PartitionTask], on_result: OnResult) -> None:
         """Run every task; call ``on_result`` in this thread as each one finishes."""
@@ -30,6 +31,7 @@ class EmbeddedEngine:
     """Partitions one after the other in this process (memory: one partition at a time)."""
 
     name = "embedded"
+    parallelism = 1
 
     def run(self, tasks: Sequence[PartitionTask], on_result: OnResult) -> None:
         for task in tasks:
@@ -49,6 +51,7 @@ class DaskEngine:
                  connect_timeout: float = 30.0) -> None:
         self.scheduler = scheduler
         self.workers = workers
+        self.parallelism = workers  # with a scheduler: a hint (give --partitions)
         self.connect_timeout = connect_timeout
 
     def run(self, tasks: Sequence[PartitionTask], on_result: OnResult) -> None:

@@ -96,8 +96,14 @@ class _Frame:
         return H - BOTTOM - (y - self.y0) / (self.y1 - self.y0) * (H - TOP - BOTTOM)
 
     def finish(self) -> Raw:
+        shown = self.legend[:12]
+        if shown:
+            width = 30 + 6.5 * max(len(name) for name, _ in shown)
+            self.parts.append(f'<rect x="{LEFT + 4}" y="{TOP + 2}" width="{width:.0f}" '
+                              f'height="{14 * len(shown) + 4}" fill="#fff" '
+                              'fill-opacity="0.85"/>')
         y = TOP + 12
-        for name, color in self.legend[:12]:
+        for name, color in shown:
             self.parts.append(f'<rect x="{LEFT + 8}" y="{y - 8}" width="10" height="10" '
                               f'fill="{color}"/><text x="{LEFT + 22}" y="{y + 1}">'
                               f'{escape(name)}</text>')

@@ -31,12 +31,18 @@ class Progress:
             self._draw()
             return
         elapsed = time.monotonic() - self._started
-        log.info("%s: %s/%s %s%s (%.0f %s/s)", self.label, f"{self.done:,}",
-                 f"{self.total:,}", self.unit, f", {note}" if note else "",
-                 self.done / elapsed if elapsed > 0 else 0.0, self.unit)
+        of = f"/{self.total:,}" if self.total else ""  # total 0: not known in advance
+        log.info("%s: %s%s %s%s (%.0f %s/s)", self.label, f"{self.done:,}", of, self.unit,
+                 f", {note}" if note else "", self.done / elapsed if elapsed > 0 else 0.0,
+                 self.unit)
 
     def _draw(self) -> None:
-        share = self.done / self.total if self.total else 1.0
+        if not self.total:
+            self._stream.write(f"\r{self.label}: {self.done:,} {self.unit} ")
+            self._stream.flush()
+            self._drawn = True
+            return
+        share = self.done / self.total
         width = 30
         filled = min(width, int(share * width))
         elapsed = time.monotonic() - self._started

@@ -59,7 +59,7 @@ EVENTS_PER_PARTITION = 1_000_000
 class ReclusterOptions:
     since: str = "45d"
     until: str | None = None
-    partitions: int | None = None  # None: about one per million events
+    partitions: int | None = None  # None: one per million events, at least 2 per engine slot
     work_dir: Path | None = None  # None: data_dir/recluster-work
     report: Path | None = None
     force: bool = False  # publish even if the same inputs were published already
@@ -192,6 +192,17 @@ def _previous(store: ModelStore, ignore: bool) -> tuple[ClusterModel | None, Art
     return found if found is not None else (None, None)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, fixed before any partition runs."""
+
+    window: Window
+    params: ClusterParams
+    fingerprint: str
+    events: int
+    tasks: list[PartitionTask]
+
+
 def recluster(settings: Settings, source: EventSource, options: ReclusterOptions,
               engine: Engine | None = None) -> ReclusterResult:
     engine = engine or EmbeddedEngine()
@@ -210,6 +221,7 @@ def recluster(settings: Settings, source: EventSource, options: ReclusterOptions
                        f"{source.name}")
     params = cluster_params(settings, window, options.fit_jobs)
     fp = fingerprint(key, window, params, stats)
+    total_events = sum(s[1] for s in stats)
     marker = _read_marker(store.directory)
     latest = _latest_name(store)
     if (not options.force and marker.get("fingerprint") == fp and latest
@@ -218,29 +230,44 @@ def recluster(settings: Settings, source: EventSource, options: ReclusterOptions
         return ReclusterResult(
             status="up-to-date", version=str(marker.get("version", "")),
             previous=str(marker.get("previous", "")), fingerprint=fp, window=window,
-            events=sum(s[1] for s in stats), accounts=int(marker.get("accounts", 0)),
+            events=total_events, accounts=int(marker.get("accounts", 0)),
             clusters=int(marker.get("clusters", 0)), noise=int(marker.get("noise", 0)),
             partitions=0, reused_partitions=0, aggregate_cpu_seconds=0.0,
             artifact=store.directory / latest, report=None,
             timings={"plan": time.perf_counter() - started})
-    previous_model, previous_info = _previous(store, options.ignore_previous)
+    previous = _previous(store, options.ignore_previous)
 
-    total_events = sum(s[1] for s in stats)
-    wanted = options.partitions or max(1, math.ceil(total_events / EVENTS_PER_PARTITION))
-    groups = plan(stats, wanted)
-    tasks = make_tasks(source, window, params.window_days, groups, key)
+    wanted = options.partitions or max(math.ceil(total_events / EVENTS_PER_PARTITION),
+                                       2 * engine.parallelism)
+    plan_ = Plan(window, params, fp, total_events,
+                 make_tasks(source, window, params.window_days, plan(stats, wanted), key))
     work = WorkDir(options.work_dir or settings.data_dir / "recluster-work", fp)
-    work.prepare()
-    timings["plan"] = time.perf_counter() - started
-    log.info("recluster: %s events of %s accounts in %s, %d partitions, engine %s",
-             f"{total_events:,}", f"{len(stats):,}", window.describe(), len(tasks), engine.name)
+    with work.lock():
+        work.prepare()
+        timings["plan"] = time.perf_counter() - started
+        log.info("recluster: %s events of %s accounts in %s, %d partitions, engine %s",
+                 f"{total_events:,}", f"{len(stats):,}", window.describe(),
+                 len(plan_.tasks), engine.name)
+        mark = time.perf_counter()
+        results, reused = _aggregate(plan_, work, engine, options.progress_bar)
+        timings["aggregate"] = time.perf_counter() - mark
+        result = _fit_and_publish(settings, store, options, plan_, results, previous, timings)
+        if not options.keep_work:
+            work.finish()
+    return dataclasses.replace(
+        result, reused_partitions=reused,
+        aggregate_cpu_seconds=sum(r.cpu_seconds for r in results[reused:]))
 
-    mark = time.perf_counter()
+
+def _aggregate(plan_: Plan, work: WorkDir, engine: Engine, bar: bool | None
+               ) -> tuple[list[PartitionResult], int]:
+    """Every partition's result: from the work directory, or computed (and saved there)."""
+    parts = len(plan_.tasks)
     results: list[PartitionResult] = []
-    progress = Progress("recluster", total_events, bar=options.progress_bar)
+    progress = Progress("recluster", plan_.events, bar=bar)
     todo: list[PartitionTask] = []
-    for task in tasks:
-        cached = work.load(task.index, len(tasks))
+    for task in plan_.tasks:
+        cached = work.load(task.index, parts)
         if cached is not None:
             results.append(cached)
             progress.advance(cached.events, f"partition {task.index + 1} reused")
@@ -249,19 +276,26 @@ def recluster(settings: Settings, source: EventSource, options: ReclusterOptions
     reused = len(results)
 
     def finished(result: PartitionResult) -> None:
-        work.save(result, len(tasks))
+        work.save(result, parts)
         results.append(result)
-        progress.advance(result.events, f"partition {result.index + 1}/{len(tasks)} in "
+        progress.advance(result.events, f"partition {result.index + 1}/{parts} in "
                                         f"{result.seconds:.1f} s")
 
     try:
         engine.run(todo, finished)
     finally:
         progress.close()
-    timings["aggregate"] = time.perf_counter() - mark
+    return results, reused
 
+
+def _fit_and_publish(settings: Settings, store: ModelStore, options: ReclusterOptions,
+                     plan_: Plan, results: list[PartitionResult],
+                     previous: tuple[ClusterModel | None, ArtifactInfo | None],
+                     timings: dict[str, float]) -> ReclusterResult:
+    previous_model, previous_info = previous
+    window = plan_.window
     mark = time.perf_counter()
-    snapshot, population = assemble(results, window.until, window.since, params,
+    snapshot, population = assemble(results, window.until, window.since, plan_.params,
                                     previous_model.members if previous_model else {})
     timings["assemble"] = time.perf_counter() - mark
     mark = time.perf_counter()
@@ -277,11 +311,11 @@ def recluster(settings: Settings, source: EventSource, options: ReclusterOptions
     previous_version = previous_info.version if previous_info else ""
     info = store.save(model, previous=previous_version)
     write_atomic(store.directory / MARKER, json.dumps({
-        "fingerprint": fp, "artifact": info.path.name, "version": model.version,
-        "previous": previous_version, "since": window.since, "until": window.until,
-        "events": population.events, "accounts": len(model.account_ids),
-        "clusters": len(model.clusters), "noise": model.noise_accounts,
-        "published_at": time.time()}, indent=2).encode())
+        "fingerprint": plan_.fingerprint, "artifact": info.path.name,
+        "version": model.version, "previous": previous_version, "since": window.since,
+        "until": window.until, "events": population.events,
+        "accounts": len(model.account_ids), "clusters": len(model.clusters),
+        "noise": model.noise_accounts, "published_at": time.time()}, indent=2).encode())
     timings["publish"] = time.perf_counter() - mark
 
     report = None
@@ -294,12 +328,9 @@ def recluster(settings: Settings, source: EventSource, options: ReclusterOptions
                                       previous=previous_version, settings=settings,
                                       timings=timings)
         timings["report"] = time.perf_counter() - mark
-    if not options.keep_work:
-        work.finish()
     return ReclusterResult(
-        status="published", version=model.version, previous=previous_version, fingerprint=fp,
-        window=window, events=population.events, accounts=len(model.account_ids),
-        clusters=len(model.clusters), noise=model.noise_accounts, partitions=len(tasks),
-        reused_partitions=reused,
-        aggregate_cpu_seconds=sum(r.cpu_seconds for r in results[reused:]),
-        artifact=info.path, report=report, timings=timings)
+        status="published", version=model.version, previous=previous_version,
+        fingerprint=plan_.fingerprint, window=window, events=population.events,
+        accounts=len(model.account_ids), clusters=len(model.clusters),
+        noise=model.noise_accounts, partitions=len(plan_.tasks), reused_partitions=0,
+        aggregate_cpu_seconds=0.0, artifact=info.path, report=report, timings=timings)

@@ -9,15 +9,18 @@ directory is removed after a successful publish unless asked to keep it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from ringfence.service.jobs import JobError
 from ringfence.service.jobs.aggregate import PartitionResult
 
 log = logging.getLogger(__name__)
@@ -28,10 +31,23 @@ class WorkDir:
         self.root = root
         self.path = root / fingerprint[:24]
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held for the whole run: a second run on the same work directory (an overlapping
+        cron start) stops at once instead of mixing partitions."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JobError(f"another recluster is running on {self.root}",
+                               exit_code=1) from None
+            yield
+
     def prepare(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         for other in self.root.iterdir():
-            if other.is_dir() and other != self.path:
+            if other.is_dir() and other != self.path:  # another input's leftovers
                 shutil.rmtree(other, ignore_errors=True)
 
     def _file(self, index: int, partitions: int) -> Path:
@@ -62,5 +78,3 @@ class WorkDir:
 
     def finish(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.root.rmdir()  # only if empty
