@@ -29,7 +29,7 @@ class RefitSchedule:
     pending_threshold: int = 500  # refit early when this many accounts wait to be placed
     # accounts placed per approximate_predict call (their features are built on the serving
     # loop, ~50 µs each, so a batch is kept small enough not to stall requests)
-    assign_batch: int = 512
+    assign_batch: int = 128
 
 
 class ClusterState:

@@ -76,7 +76,7 @@ class Snapshot:
 def build_snapshot(accounts: Iterable[tuple[str, AccountProfile]], now: float,
                    params: ClusterParams, previous: dict[str, Assignment],
                    ) -> Iterator[Snapshot | None]:
-    """Yields None every 500 accounts (so a caller can give its event loop a turn), then
+    """Yields None every 200 accounts (so a caller can give its event loop a turn), then
     the snapshot."""
     since = minute_of(now) - int(params.window_days * DAY_MINUTES)
     ids: list[str] = []
@@ -93,7 +93,7 @@ def build_snapshot(accounts: Iterable[tuple[str, AccountProfile]], now: float,
         hours.append(list(p.hours))
         a = previous.get(account_id)
         prev.append(a.cluster_id if a else None)
-        if n % 500 == 0:
+        if n % 200 == 0:
             yield None
     rarity = Rarity.fit(tokens)
     ident = identity_matrix(tokens, rarity)

@@ -42,6 +42,11 @@ def _parse_ua(user_agent: str) -> tuple[str, str, str]:
     return (ua.family if ua else "Other", (ua.major or "") if ua else "", os.family if os else "")
 
 
+def analyze_user_agent(user_agent: str) -> tuple[str, str, str]:
+    """(family, major version, OS family) of a user agent."""
+    return _parse_ua(user_agent)
+
+
 def _ja4_has_no_alpn(ja4: str) -> bool:
     # JA4 part a ends with the first+last ALPN characters; "00" means no ALPN, which no
     # browser does (they all offer h2/http/1.1).
