@@ -448,3 +448,9 @@ def test_invalid_network_record_names_the_field(kwargs: dict, field: str) -> Non
 def test_unknown_kind_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="kinds"):
         write_geo_databases([V4], tmp_path, kinds=["asn", "weather"])
+
+
+def test_written_databases_are_readable_by_other_users(tmp_path):
+    paths = write_geo_databases([NetworkRecord(cidr="192.0.2.0/24", asn=64500)], tmp_path,
+                                kinds=("asn",))
+    assert paths.asn.stat().st_mode & 0o777 == 0o644

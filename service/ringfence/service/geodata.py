@@ -198,6 +198,7 @@ def _write_atomically(writer: MMDBWriter, path: Path) -> None:
     os.close(fd)
     try:
         writer.to_db_file(tmp_name)
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a server may run as another user
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
