@@ -6,18 +6,25 @@ For each population size N (default 10k, 50k, 200k active accounts):
 1. A synthetic population of real ``AccountProfile``s, filled through ``profile.record``:
    ordinary users (own devices, home IPs in a few big ASNs, some phones behind carrier NAT,
    a few on VPNs), SDK users (stack-only device keys: device token == stack token), corporate
-   NATs (many accounts behind one IP), and planted fleets of 100–500 accounts that share device
-   pools (or one rare stack-only key), hosting or residential-proxy networks, prompt templates
-   and one clock. ``--holdout`` more accounts are made the same way and kept out of the fit.
+   NATs (many accounts behind one IP), and planted fleets of 100–500 accounts on one clock
+   that share hosting or residential-proxy networks, prompt templates and devices: a small
+   pool rotated per request, a larger pool with each account pinned to one or two devices, or
+   one or two rare stack-only keys. ``--holdout`` more accounts are kept out of the fit.
 2. ``build_snapshot`` timed in this process (the serving process in the server), then
    ``fit_model`` timed in a fresh worker process started like the server's refit pool
-   (forkserver by default), which reports its peak RSS (VmHWM) and the pickled size of the
-   model it sends back. Fleet recovery (recall, purity) is read from the fitted labels.
+   (forkserver, not daemonic), which reports its peak RSS (VmHWM) and the pickled size of the
+   model it sends back; once more with ``core_dist_n_jobs=2`` at ``--jobs2-size``. Fleet
+   recovery (recall, purity) is read from the fitted labels, and, as a what-if, from other
+   cluster selections of the same fitted tree.
 3. ``feature_rows`` and ``predict_rows`` timed separately (they run in different threads in the
    server) on batches of the held-out accounts.
 
+Bounded in time: a fit is killed after ``--fit-timeout-s``, a size whose fit the measured trend
+projects past that is measured up to the snapshot only, and a size that would end the run past
+``--budget-s`` is skipped. ``--profile-size`` adds cProfile listings of the steps.
+
 Run: ``.venv/bin/python bench/clustering.py`` (``--help`` for the flags). Figures and the
-command that produced them: docs/benchmarks-clustering.md.
+commands that produced them: docs/benchmarks-clustering.md.
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ from typing import Any
 
 import numpy as np
 from hdbscan.hdbscan_ import _tree_to_labels
+from joblib.externals.loky import get_reusable_executor
 
+from ringfence.service.core.cluster_state import RefitSchedule
 from ringfence.service.core.clustering import (
     NOISE,
     ClusterModel,
@@ -61,6 +70,7 @@ from ringfence.service.core.profiles import AccountEvent, AccountProfile
 DAY = 86400.0
 NOW = 1_790_000_000.0 - 1_790_000_000.0 % DAY + 12 * 3600.0  # a fixed noon UTC
 TARGET_FIT_S = {200_000: 60.0}  # the issue's refit target on 2 cores
+FIT_EXPONENT_FLOOR = 1.5  # fit time grew as N^1.5–2.0 here (13-d vectors)
 
 # (ASN, share of ordinary users); the rest of the world is in the long tail below.
 RESIDENTIAL_ASNS = ((7922, 0.22), (3320, 0.14), (2856, 0.10), (3215, 0.08), (6805, 0.07),
@@ -364,6 +374,9 @@ def _fit_worker(snapshot: Snapshot, conn: Connection) -> None:
     conn.send(stats)
     conn.send_bytes(blob)
     conn.close()
+    if snapshot.params.core_dist_n_jobs > 1:
+        # joblib's process pool would otherwise keep this process from exiting for minutes
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
 
 
 def fit_in_worker(snapshot: Snapshot, method: str, timeout_s: float
@@ -372,7 +385,9 @@ def fit_in_worker(snapshot: Snapshot, method: str, timeout_s: float
     ctx = mp.get_context(method)
     receive, send = ctx.Pipe(duplex=False)
     started = time.perf_counter()
-    worker = ctx.Process(target=_fit_worker, args=(snapshot, send), daemon=True)
+    # not daemonic, like ProcessPoolExecutor's workers: joblib (core_dist_n_jobs > 1) runs
+    # single-threaded inside a daemonic process
+    worker = ctx.Process(target=_fit_worker, args=(snapshot, send), daemon=False)
     worker.start()
     send.close()
     if not receive.poll(timeout_s):
@@ -386,17 +401,35 @@ def fit_in_worker(snapshot: Snapshot, method: str, timeout_s: float
         worker.join()
         return None, {"failed": f"worker died (exit code {worker.exitcode})"}
     model = pickle.loads(blob)
-    worker.join()
     stats["round_trip_s"] = time.perf_counter() - started
     stats["model_bytes"] = len(blob)
+    worker.join(30.0)
+    if worker.is_alive():
+        stats["slow_exit"] = 1
+        worker.terminate()
+        worker.join()
     return model, stats
 
 
 def snapshot_of(accounts: list[tuple[str, AccountProfile]], now: float, params: ClusterParams
                 ) -> Snapshot:
-    *_, snapshot = build_snapshot(accounts, now, params, {})
-    assert snapshot is not None
-    return snapshot
+    return snapshot_with_gaps(accounts, now, params)[0]
+
+
+def snapshot_with_gaps(accounts: list[tuple[str, AccountProfile]], now: float,
+                       params: ClusterParams) -> tuple[Snapshot, float, float]:
+    """The snapshot, the longest stretch between two of the generator's yields (the server's
+    event loop gets no turn within one), and the last stretch (after the final yield)."""
+    snapshot, longest, last = None, 0.0, 0.0
+    mark = time.perf_counter()
+    for item in build_snapshot(accounts, now, params, {}):
+        t = time.perf_counter()
+        last = t - mark
+        longest = max(longest, last)
+        mark = t
+        snapshot = item
+    assert snapshot is not None  # the generator ends with the snapshot
+    return snapshot, longest, last
 
 
 @dataclass
@@ -512,11 +545,11 @@ def holdout_placement(model: ClusterModel, pop: Population, recovered: list[Flee
     return fleet_n, fleet_ok, other_n, other_bad
 
 
-def profile_calls(label: str, fn: Any, *args: Any, top: int) -> None:
+def profile_calls(label: str, fn: Any, *args: Any, top: int) -> Any:
     prof = cProfile.Profile()
     started, cpu = time.perf_counter(), cpu_seconds()
     prof.enable()
-    fn(*args)
+    result = fn(*args)
     prof.disable()
     print(f"\n--- cProfile: {label} ({time.perf_counter() - started:.1f} s, "
           f"{cpu_seconds() - cpu:.1f} s CPU under the profiler; {load()})")
@@ -526,6 +559,7 @@ def profile_calls(label: str, fn: Any, *args: Any, top: int) -> None:
         text = out.getvalue()
         print(f"[by {sort}]")
         print(text[text.find("   ncalls"):].rstrip())
+    return result
 
 
 # --- report --------------------------------------------------------------------------------
@@ -556,11 +590,14 @@ def machine() -> list[str]:
 
 
 def parse_sizes(text: str) -> list[int]:
+    if text == "none":
+        return []
     try:
         sizes = [int(float(x.lower().replace("k", "e3"))) for x in text.split(",") if x]
     except ValueError as e:
         raise argparse.ArgumentTypeError(
-            f"--sizes: expected comma-separated counts like 10k,50k,200k, got {text!r}") from e
+            f"--sizes: expected comma-separated counts like 10k,50k,200k (or none), "
+            f"got {text!r}") from e
     if not sizes or min(sizes) < 100:
         raise argparse.ArgumentTypeError(f"--sizes: each size must be at least 100: {text!r}")
     return sorted(sizes)
@@ -570,7 +607,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("10k,50k,200k"),
-                   help="active accounts per fit")
+                   help="active accounts per fit (none: only --profile-size)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--days", type=int, default=3, help="days of history per population")
     p.add_argument("--fleet-share", type=float, default=0.025,
@@ -584,12 +621,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also fit this size with core_dist_n_jobs=2 (0 to skip)")
     p.add_argument("--holdout", type=int, default=2048,
                    help="accounts kept out of each fit and placed with predict")
-    p.add_argument("--batches", default="64,256,1024,2048",
-                   help="approximate-assignment batch sizes")
+    p.add_argument("--batches", default=",".join(map(str, sorted(
+                       {64, 256, 1024, 2048, RefitSchedule().assign_batch}))),
+                   help="approximate-assignment batch sizes (the default adds the server's "
+                   "RefitSchedule.assign_batch)")
     p.add_argument("--assign-seconds", type=float, default=1.0,
                    help="measure each batch size for at least this long")
     p.add_argument("--fit-timeout-s", type=float, default=300.0,
-                   help="kill a fit worker after this long")
+                   help="kill a fit worker after this long; a size whose fit the trend "
+                   "projects past this is measured up to the snapshot only")
     p.add_argument("--budget-s", type=float, default=780.0,
                    help="skip a size whose projected time would end the run past this")
     p.add_argument("--what-if", action=argparse.BooleanOptionalAction, default=True,
@@ -605,9 +645,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_size(args: argparse.Namespace, n: int, params: ClusterParams, jobs2: bool,
-             batches: list[int], summary: list[dict[str, Any]]) -> float:
-    """Measure one size; returns the seconds it took (without the extra core_dist_n_jobs=2
-    fit)."""
+             projected_fit_s: float, batches: list[int], summary: list[dict[str, Any]]
+             ) -> tuple[float, float]:
+    """Measure one size; returns (seconds outside the fits, round trip of the first fit)."""
     size_started = time.perf_counter()
     print(f"\n=== N = {n:,} active accounts (+{args.holdout:,} held out for predict) ===")
     pop, gen_s = timed(make_population, n, args.holdout, args.seed, args.days,
@@ -623,25 +663,33 @@ def run_size(args: argparse.Namespace, n: int, params: ClusterParams, jobs2: boo
     peak_ok = reset_peak_rss()
     rss0 = status_kb("VmRSS")
     cpu = cpu_seconds()
-    snapshot, snap_s = timed(snapshot_of, fitted, pop.now, params)
+    (snapshot, longest_s, last_s), snap_s = timed(snapshot_with_gaps, fitted, pop.now, params)
     snap_cpu = cpu_seconds() - cpu
     rss1, hwm1 = status_kb("VmRSS"), status_kb("VmHWM")
     blob, snap_pickle_s = timed(pickle.dumps, snapshot, pickle.HIGHEST_PROTOCOL)
     snap_bytes = len(blob)
     del blob
     print(f"build_snapshot: {snap_s:.2f} s, {snap_cpu:.2f} s CPU "
-          f"({len(fitted) / snap_s:,.0f} accounts/s); "
+          f"({len(fitted) / snap_s:,.0f} accounts/s); longest stretch without a yield "
+          f"{longest_s:.2f} s (the final one {last_s:.2f} s); "
           f"serving-process RSS +{mib(rss1 - rss0)} retained"
           + (f", peak +{mib(hwm1 - rss0)}" if peak_ok else "")
           + f"; snapshot pickles to {snap_bytes / 2 ** 20:.1f} MiB in {snap_pickle_s:.2f} s")
 
     row: dict[str, Any] = {"n": n, "gen_s": gen_s, "snap_s": snap_s, "snap_cpu_s": snap_cpu,
+                           "snap_stall_s": longest_s,
                            "snap_mib": snap_bytes / 2 ** 20}
     fits = [(params.core_dist_n_jobs, params)]
     if jobs2 and params.core_dist_n_jobs != 2:
         fits.append((2, replace(params, core_dist_n_jobs=2)))
+    if projected_fit_s > args.fit_timeout_s:
+        print(f"fit_model: not run — the trend of the sizes measured projects "
+              f"~{projected_fit_s:.0f} s, over --fit-timeout-s {args.fit_timeout_s:.0f}; "
+              f"measure it with --sizes {n} --fit-timeout-s {2 * projected_fit_s:.0f}")
+        fits = []
+        row["fit_projected_s"] = projected_fit_s
     model = None
-    extra_s = 0.0  # the second fit, left out of the projection for the next size
+    fit_s = first_fit_s = 0.0  # all fits' round trips; the first one's
     for jobs, fit_params in fits:
         m, stats = fit_in_worker(replace(snapshot, params=fit_params), args.start_method,
                                  args.fit_timeout_s)
@@ -650,14 +698,17 @@ def run_size(args: argparse.Namespace, n: int, params: ClusterParams, jobs2: boo
             row[f"fit_s_jobs{jobs}"] = None
             continue
         print(f"fit_model (core_dist_n_jobs={jobs}, {args.start_method} worker): "
-              f"{stats['fit_s']:.2f} s, {stats['fit_cpu_s']:.2f} s CPU; "
+              f"{stats['fit_s']:.2f} s, {stats['fit_cpu_s']:.2f} s CPU"
+              f"{' in the worker (its joblib processes not counted)' if jobs > 1 else ''}; "
               f"worker peak RSS {mib(stats['hwm_kb'])} "
               f"(at start {mib(stats['rss_start_kb'])}, after the fit {mib(stats['hwm_fit_kb'])}"
               f"); model pickles to {stats['model_bytes'] / 2 ** 20:.1f} MiB in "
-              f"{stats['pickle_s']:.2f} s; round trip {stats['round_trip_s']:.2f} s")
+              f"{stats['pickle_s']:.2f} s; round trip {stats['round_trip_s']:.2f} s"
+              + ("; the worker did not exit within 30 s, terminated"
+                 if stats.get("slow_exit") else ""))
         row[f"fit_s_jobs{jobs}"] = stats["fit_s"]
-        if model is not None:
-            extra_s += stats["round_trip_s"]
+        fit_s += stats["round_trip_s"]
+        first_fit_s = first_fit_s or stats["round_trip_s"]
         row[f"fit_cpu_s_jobs{jobs}"] = stats["fit_cpu_s"]
         print(f"  ({load()})")
         if model is None:
@@ -666,13 +717,17 @@ def run_size(args: argparse.Namespace, n: int, params: ClusterParams, jobs2: boo
                        model_mib=stats["model_bytes"] / 2 ** 20,
                        round_trip_s=stats["round_trip_s"])
     target = TARGET_FIT_S.get(n)
-    if target is not None and row.get("fit_s_jobs1") is not None:
-        total = snap_s + row["fit_s_jobs1"]
+    first = row.get(f"fit_s_jobs{params.core_dist_n_jobs}")
+    if target is not None and first is not None:
+        total = snap_s + first
         print(f"target: refit ≤ {target:.0f} s at {n:,}: snapshot + fit = {total:.1f} s → "
               + ("MET" if total <= target else "MISSED"))
+    elif target is not None:
+        print(f"target: refit ≤ {target:.0f} s at {n:,}: MISSED (the fit alone is projected "
+              f"or was cut at more than {min(projected_fit_s, args.fit_timeout_s):.0f} s)")
     summary.append(row)
     if model is None:
-        return time.perf_counter() - size_started - extra_s
+        return time.perf_counter() - size_started - fit_s, first_fit_s
 
     clustered = int(np.sum(model.labels != NOISE))
     print(f"clusters: {len(model.clusters):,}; clustered {clustered:,} "
@@ -723,7 +778,7 @@ def run_size(args: argparse.Namespace, n: int, params: ClusterParams, jobs2: boo
               f"{1000 * both:>8.1f}   {int(t['reps']):>4}")
         row[f"predict_{b}"] = b / both
         row[f"predict_cpu_{b}"] = b / both_cpu if both_cpu > 0 else None
-    return time.perf_counter() - size_started - extra_s
+    return time.perf_counter() - size_started - fit_s, first_fit_s
 
 
 def profile_run(args: argparse.Namespace, params: ClusterParams, n: int) -> None:
@@ -740,9 +795,10 @@ def profile_run(args: argparse.Namespace, params: ClusterParams, n: int) -> None
         return
     snapshot = snapshot_of(fitted, pop.now, params)
     if "fit" in steps:
-        profile_calls(f"fit_model, N={n:,}", fit_model, snapshot, top=args.profile_top)
-    if "predict" in steps:
+        model = profile_calls(f"fit_model, N={n:,}", fit_model, snapshot, top=args.profile_top)
+    else:
         model = fit_model(snapshot)
+    if "predict" in steps:
         batch = [pop.profiles[i] for i in pop.holdout[:1024]]
         rows = feature_rows(batch, pop.now, model.rarity, model.params.window_days)
         profile_calls(f"feature_rows, {len(batch)} accounts, model of N={n:,}", feature_rows,
@@ -762,11 +818,14 @@ def print_summary(summary: list[dict[str, Any]], batches: list[int]) -> None:
         return f"{fmt(row.get(f'predict_{b}'), ',.0f')} " \
             f"({fmt(row.get(f'predict_cpu_{b}'), ',.0f')})"
 
-    print(f"{'N':>8} {'snapshot s':>10} {'fit s':>7} {'fit CPU s':>9} {'fit s (2 jobs)':>14} "
+    print(f"{'N':>8} {'snapshot s':>10} {'no-yield s':>10} {'fit s':>7} {'fit CPU s':>9} "
+          f"{'fit s (2 jobs)':>14} "
           f"{'worker peak MiB':>15} {'model MiB':>9} {'clusters':>8} {'noise':>6} "
           f"{'fleets ok':>9} " + " ".join(f"{'acc/s@' + str(b):>15}" for b in batches))
     for row in summary:
-        print(f"{row['n']:>8,} {row['snap_s']:>10.2f} {fmt(row.get('fit_s_jobs1'), '.2f'):>7} "
+        fit = fmt(row.get("fit_s_jobs1"), ".2f") if "fit_projected_s" not in row \
+            else f"~{row['fit_projected_s']:.0f}?"
+        print(f"{row['n']:>8,} {row['snap_s']:>10.2f} {row['snap_stall_s']:>10.2f} {fit:>7} "
               f"{fmt(row.get('fit_cpu_s_jobs1'), '.2f'):>9} "
               f"{fmt(row.get('fit_s_jobs2'), '.2f'):>14} "
               f"{fmt(row.get('peak_mib'), ',.0f'):>15} {fmt(row.get('model_mib'), '.1f'):>9} "
@@ -774,15 +833,16 @@ def print_summary(summary: list[dict[str, Any]], batches: list[int]) -> None:
               f"{str(row.get('fleets_good', '-')) + '/' + str(row.get('fleets', '-')):>9} "
               + " ".join(f"{pair(row, b):>15}" for b in batches))
     print("(acc/s: accounts placed per wall second by feature_rows + predict_rows; per CPU "
-          "second in brackets)")
+          "second in brackets. ~N?: a fit not run, projected from the sizes measured. "
+          "no-yield s: build_snapshot's longest stretch without yielding to the caller)")
 
 
-def project(done: list[tuple[int, float]], n: int) -> float:
+def project(done: list[tuple[int, float]], n: int, floor: float = 1.15) -> float:
     """Seconds a size should take: a power law through the last two sizes measured (exponent
-    at least 1.15), else N^1.15 from the one measured."""
+    at least ``floor``), else N^floor from the one measured."""
     if not done:
         return 0.0
-    (n1, s1), exponent = done[-1], 1.15
+    (n1, s1), exponent = done[-1], floor
     if len(done) >= 2:
         n0, s0 = done[-2]
         exponent = max(exponent, math.log(s1 / s0) / math.log(n1 / n0))
@@ -801,16 +861,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"params: {params}")
     started = time.perf_counter()
     summary: list[dict[str, Any]] = []
-    done: list[tuple[int, float]] = []
+    other: list[tuple[int, float]] = []  # per size: seconds outside the fits
+    fits: list[tuple[int, float]] = []  # per size: seconds of the first fit (round trip)
     for n in args.sizes:
-        projected = project(done, n) * (1.8 if n == jobs2_size else 1.0)
+        projected_fit = project(fits, n, FIT_EXPONENT_FLOOR)
+        fit_runs = projected_fit <= args.fit_timeout_s
+        projected = project(other, n) + (projected_fit * (2 if n == jobs2_size else 1)
+                                         if fit_runs else 0.0)
         elapsed = time.perf_counter() - started
-        if done and elapsed + projected > args.budget_s:
+        if other and elapsed + projected > args.budget_s:
             print(f"\n=== N = {n:,}: skipped — projected {projected:.0f} s would pass the "
                   f"{args.budget_s:.0f} s budget after {elapsed:.0f} s (--budget-s) ===")
             continue
-        done.append((n, run_size(args, n, params, n == jobs2_size, batches, summary)))
-    print_summary(summary, batches)
+        rest_s, fit_s = run_size(args, n, params, n == jobs2_size, projected_fit, batches,
+                                 summary)
+        other.append((n, rest_s))
+        if fit_s:
+            fits.append((n, fit_s))
+    if summary:
+        print_summary(summary, batches)
     if args.profile_size:
         profile_run(args, params, args.profile_size)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
