@@ -124,7 +124,10 @@ class Rarity:
 
     @classmethod
     def fit(cls, per_account: Sequence[Sequence[U64Array]]) -> Rarity:
-        flat = [np.unique(t) for tokens in per_account for t in tokens if len(t)]
+        """Count, for each token, the accounts that have it. An account's tokens of one kind
+        are distinct (``account_tokens`` reads them from sets) and kinds are salted apart, so
+        one pass over all tokens counts accounts, not occurrences."""
+        flat = [t for tokens in per_account for t in tokens if len(t)]
         if not flat:
             return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), len(per_account))
         tokens, counts = np.unique(np.concatenate(flat), return_counts=True)
@@ -151,18 +154,14 @@ class Rarity:
 def identity_matrix(per_account: Sequence[Sequence[U64Array]], rarity: Rarity) -> F64Array:
     """The identity part for many accounts at once (one vectorised pass over all tokens)."""
     n, kinds = len(per_account), len(KINDS)
-    chunks: list[U64Array] = []
-    segments: list[npt.NDArray[np.int64]] = []
-    for i, by_kind in enumerate(per_account):
-        for k, tokens in enumerate(by_kind):
-            if len(tokens):
-                chunks.append(tokens)
-                segments.append(np.full(len(tokens), i * kinds + k, dtype=np.int64))
     out = np.zeros((n, IDENTITY_DIMS))
-    if not chunks:
+    arrays = [t for by_kind in per_account for t in by_kind]
+    lengths = np.fromiter((len(t) for t in arrays), dtype=np.int64, count=len(arrays))
+    if not lengths.sum():
         return out
-    tokens = np.concatenate(chunks)
-    segment = np.concatenate(segments)
+    tokens = np.concatenate(arrays).astype(np.uint64, copy=False)
+    # segment = account * kinds + kind, repeated once per token of that (account, kind)
+    segment = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
     per_segment = np.bincount(segment, minlength=n * kinds)
     kind_weight = np.array([w for *_, w in KINDS])
     # mean over the kind's tokens, each weighted by rarity and by its kind
