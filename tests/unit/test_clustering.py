@@ -206,12 +206,15 @@ def test_cluster_ids_survive_a_refit(world):
     w, decisions = world
     before = {a: d.cluster.cluster_id for a, d in decisions.items()
               if w.group[a] == "fleet" and d.cluster}
+    assert len(before) >= 0.9 * len(_by_group(w, decisions, "fleet"))
     refits = w.clusters.refits
     w.clusters._last_refit = -1e18  # force the next tick to refit
     w.clusters.run_due(w.clock.now() + 3600, w.store.active_accounts, w.store.account_profile)
     assert w.clusters.refits == refits + 1
-    after = {a: w.clusters.assignment(a).cluster_id for a in before
-             if w.clusters.assignment(a) is not None}
+    # what the rate limiter sees: the limit key of each fleet account's next request
+    last = {o.account_id: o for _, o in w.schedule if o.account_id in before}
+    after = {a: d.cluster.cluster_id for a, o in last.items()
+             if (d := w.engine.score(o)).cluster is not None}
     assert len(after) >= 0.9 * len(before)
     agree = sum(after[a] == before[a] for a in after)
     assert agree >= 0.95 * len(after)
@@ -241,3 +244,23 @@ def test_labels_change_decisions(world):
     assert rescore(benign_account).action is Action.BLOCK
     w.engine.submit_label(Label(LabelTarget.ACCOUNT, benign_account, LabelValue.BENIGN, T0))
     assert rescore(benign_account).action is Action.ALLOW
+
+
+def test_a_new_account_on_a_fleet_device_is_linked_on_its_first_request(world):
+    w, decisions = world
+    fleet_cluster = next(d.cluster.cluster_id for a, d in decisions.items()
+                         if w.group[a] == "fleet" and d.cluster)
+    assert w.clusters.beacons > 0
+
+    def first_request(account: str, device: str) -> Observation:
+        return Observation(
+            account_id=account, client_ip=ipaddress.ip_address("100.65.9.9"),
+            context=RequestContext(event_time=w.clock.now(), task=TaskCategory.CHAT),
+            fingerprint=Fingerprint(device_id=device, user_agent=CHROME.format(120),
+                                    header_names=CHROME_HEADERS))
+
+    linked = w.engine.score(first_request("fresh-fleet-1", "fleet-dev-0"))
+    assert linked.cluster is not None and linked.cluster.cluster_id == fleet_cluster
+    assert linked.limit_scope is LimitScope.CLUSTER and linked.action is not Action.ALLOW
+    honest = w.engine.score(first_request("fresh-user-1", "dev-fresh-user-1"))
+    assert honest.cluster is None and honest.action is Action.ALLOW

@@ -20,6 +20,7 @@ def _snapshot(seed=0) -> Snapshot:
                     account_ids=[f"a{i}" for i in range(n)], features=x,
                     rarity=Rarity.fit([]), device_tokens=empty,
                     stack_only=[np.zeros(0, bool)] * n, signature_tokens=empty,
+                    beacon_tokens=empty,
                     hours=np.ones((n, 24)), daily_volume=np.ones(n), anonymized=np.zeros(n),
                     age_days=np.full(n, 100.0), regularity=np.full(n, 0.5), previous=[None] * n)
 

@@ -146,9 +146,11 @@ def assess_cluster(w: ClusterWeights, c: ClusterProfile) -> ClusterAssessment:
     add("CLUSTER_SYNCHRONIZED", w.synchronized, synchronized,
         f"members keep the same clock (rhythm similarity {c.timing_sync:.2f}, "
         f"regularity {c.timing_regularity:.2f})")
-    # Any group of ordinary users (an office, a campus) is "light each, heavy together"; the
-    # seeds' rule counts only as far as the cluster also shows coordination.
-    coordination = max(shared_devices, shared_templates, anonymized, synchronized)
+    # Any group of ordinary users (an office, a campus, the customers of one VPN) is "light
+    # each, heavy together"; the seeds' rule counts only as far as the cluster also shows
+    # coordination — shared devices, shared templates or one clock. Sharing anonymizers is
+    # not coordination: whole VPN customer bases do.
+    coordination = max(shared_devices, shared_templates, synchronized)
     if c.low_frequency_high_volume and coordination > 0:
         ratio = c.daily_volume / max(c.baseline_daily_volume, 1.0)
         add("CLUSTER_LOW_FREQUENCY_HIGH_VOLUME", w.low_frequency_high_volume,

@@ -1,11 +1,20 @@
 """The serving side of clustering: the current model, each account's cached assignment, the
-accounts waiting to be placed, and when to refit. A known account's lookup is two dict reads."""
+accounts waiting to be placed, and when to refit. A known account's lookup is two dict reads.
+
+Two things keep enforcement on a fleet from lagging or flapping between refits:
+- **beacons**: an identifier that a risky cluster has (nearly) to itself links a request that
+  carries it to that cluster at once (a few dict reads), before the account is placed;
+- **hold**: a cluster found risky stays risky for ``ClusterPolicy.hold_hours`` across refits
+  that keep its id, even when one fit measures it lower.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from ringfence.service.core.cluster_profiles import ClusterAssessment, assess_cluster
 from ringfence.service.core.clustering import (
@@ -30,6 +39,10 @@ class RefitSchedule:
     # accounts placed per approximate_predict call (their features are built on the serving
     # loop, ~50 µs each, so a batch is kept small enough not to stall requests)
     assign_batch: int = 128
+    # accounts kept waiting at most: with no model yet (a replica before the first published
+    # one) nothing is placed, and a flood of new accounts must not grow the queue without end.
+    # The oldest are dropped: the next refit's snapshot includes them anyway.
+    max_pending: int = 1_000_000
 
 
 class ClusterState:
@@ -37,21 +50,44 @@ class ClusterState:
                  policy: ClusterPolicy) -> None:
         self.params = params
         self.schedule = schedule
-        self._weights = policy.weights
-        self._limit_multiplier = policy.limit_multiplier
+        self._policy = policy
         self.model: ClusterModel | None = None
         self._assessments: dict[str, ClusterAssessment] = {}
         self._assigned: dict[str, Assignment | None] = {}
+        self._beacons: dict[int, str] = {}  # token -> risky cluster id
+        self._linked: dict[str, Assignment] = {}  # accounts linked by a beacon since the fit
+        self._risky_at: dict[str, float] = {}  # cluster id -> last fit that found it risky
         self._pending: dict[str, None] = {}  # insertion-ordered set
         self._last_refit = -math.inf
         self.refits = 0
 
     # --- the per-request path: O(1) ---------------------------------------------------------
-    def view(self, account_id: str) -> ClusterContext | None:
+    def view(self, account_id: str, tokens: Iterable[int] = ()) -> ClusterContext | None:
+        """The account's cluster: where it was placed, or a risky cluster one of ``tokens``
+        (``features.request_tokens`` of the request) is a beacon of, whichever is riskier."""
         model = self.model
-        assignment = self._assigned.get(account_id)
-        if model is None or assignment is None:
+        if model is None:
             return None
+        assignment = self._assigned.get(account_id)
+        placed = self._context(model, assignment) if assignment is not None else None
+        if placed is not None and placed.risk >= self._policy.enforce_risk:
+            return placed
+        linked = self._linked.get(account_id)
+        beacons = self._beacons
+        if beacons and self._policy.beacon_probability > 0:
+            for token in tokens:
+                cluster_id = beacons.get(token)
+                if cluster_id is not None:
+                    linked = Assignment(cluster_id, self._policy.beacon_probability)
+                    self._linked[account_id] = linked
+                    break
+        if linked is not None:
+            context = self._context(model, linked)
+            if context is not None and (placed is None or context.risk > placed.risk):
+                return context
+        return placed
+
+    def _context(self, model: ClusterModel, assignment: Assignment) -> ClusterContext | None:
         profile = model.clusters.get(assignment.cluster_id)
         assessment = self._assessments.get(assignment.cluster_id)
         if profile is None or assessment is None:
@@ -60,13 +96,16 @@ class ClusterState:
             cluster_id=profile.cluster_id, size=profile.size,
             probability=assignment.probability, risk=assessment.risk,
             reasons=assessment.reasons,
-            daily_budget=max(1, round(self._limit_multiplier
+            daily_budget=max(1, round(self._policy.limit_multiplier
                                       * max(profile.baseline_daily_volume, 1.0))))
 
     def note(self, account_id: str, identity_changed: bool) -> None:
         """Queue an account for placement if it is new to the clustering or changed."""
         if identity_changed or account_id not in self._assigned:
-            self._pending[account_id] = None
+            pending = self._pending
+            pending[account_id] = None
+            if len(pending) > self.schedule.max_pending:
+                del pending[next(iter(pending))]
 
     # --- background work --------------------------------------------------------------------
     @property
@@ -106,17 +145,27 @@ class ClusterState:
     def snapshot(self, accounts: Iterable[tuple[str, AccountProfile]], now: float
                  ) -> Iterator[Snapshot | None]:
         self._last_refit = now
-        previous = {k: v for k, v in self._assigned.items() if v is not None}
+        # accounts linked by a beacon count as members, so the fleet's id carries over
+        previous = {**self._linked,
+                    **{k: v for k, v in self._assigned.items() if v is not None}}
         return build_snapshot(accounts, now, self.params, previous)
 
     def install(self, model: ClusterModel, policy: ClusterPolicy | None = None) -> None:
         """Swap a new model in. Accounts fitted as noise are cached as such; accounts that
         arrived during the fit stay pending and are placed against the new model."""
         if policy is not None:
-            self._weights = policy.weights
-            self._limit_multiplier = policy.limit_multiplier
-        assessments = {cid: assess_cluster(self._weights, profile)
+            self._policy = policy
+        policy = self._policy
+        assessments = {cid: self._held(cid, assess_cluster(policy.weights, profile),
+                                       model.fitted_at)
                        for cid, profile in model.clusters.items()}
+        risky = {cid for cid, a in assessments.items() if a.risk >= policy.enforce_risk}
+        self._risky_at = {cid: t for cid, t in self._risky_at.items() if cid in assessments}
+        for cid in risky:
+            self._risky_at[cid] = model.fitted_at
+        beacons = model.beacons.beacons_for(
+            np.array([cid in risky for cid in model.label_ids], dtype=bool), model.label_ids,
+            model.params)
         assigned: dict[str, Assignment | None] = dict.fromkeys(model.account_ids)
         assigned.update(model.members)
         for account_id, previous in self._assigned.items():
@@ -125,9 +174,27 @@ class ClusterState:
         # One reference swap each; a Score running between them sees a consistent pair at
         # worst one refit old, because view() reads the model first and looks ids up in it.
         self._assessments = assessments
+        self._beacons = beacons
+        self._linked = {}
         self.model = model
         self._assigned = assigned
         self.refits += 1
+
+    def _held(self, cluster_id: str, fresh: ClusterAssessment, fitted_at: float
+              ) -> ClusterAssessment:
+        """The fresh assessment, or the previous one while a risky cluster is on hold."""
+        previous = self._assessments.get(cluster_id)
+        risky_at = self._risky_at.get(cluster_id)
+        if (previous is None or risky_at is None or previous.risk <= fresh.risk
+                or fresh.risk >= self._policy.enforce_risk
+                or fitted_at - risky_at > self._policy.hold_hours * 3600):
+            return fresh
+        return previous
+
+    @property
+    def beacons(self) -> int:
+        """How many identifiers currently link requests to risky clusters."""
+        return len(self._beacons)
 
     def assessment(self, cluster_id: str) -> ClusterAssessment | None:
         return self._assessments.get(cluster_id)

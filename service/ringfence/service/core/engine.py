@@ -11,6 +11,7 @@ from __future__ import annotations
 from ringfence.service.core.analyst import Analyst
 from ringfence.service.core.cluster_state import ClusterState
 from ringfence.service.core.errors import NotFound
+from ringfence.service.core.features import request_tokens
 from ringfence.service.core.fingerprint import FingerprintAnalyzer
 from ringfence.service.core.identity import Hasher
 from ringfence.service.core.labels import LabelBook
@@ -94,7 +95,9 @@ class RiskEngine:
         model_version = ""
         if self.clusters is not None:
             self.clusters.note(obs.account_id, link.identity_changed)
-            cluster = self.clusters.view(obs.account_id)
+            cluster = self.clusters.view(obs.account_id, request_tokens(
+                device=event.device_token, stack=event.stack_token, ip=event.ip_token,
+                prefix=event.prefix_token, signature=event.content_signature))
             model = self.clusters.model
             model_version = model.version if model is not None else ""
         cluster_label = self.labels.cluster(cluster.cluster_id) if cluster else None

@@ -4,12 +4,16 @@ A vector has two parts:
 
 - **identity** (``IDENTITY_DIMS`` dims): the identifiers an account used — devices, client
   stacks, IPs, prefixes, ASNs, content signatures — embedded so that accounts sharing *rare*
-  identifiers land close together. Each identifier token gets a fixed pseudo-random direction
-  (derived from its keyed hash, so no vocabulary is stored) and a rarity weight fitted at refit
-  time: ``log(N / df) / log(N)`` for a token seen on ``df`` of the ``N`` active accounts, and 0
-  for a token only one account has (it links nothing). Per kind, the account's vector is the
-  mean over its tokens, so thirty unrelated one-off IPs average out while one shared device pool
-  adds up. A token unseen at refit counts as unshared until the next refit.
+  identifiers land close together. Each identifier token (a keyed hash) has a rarity weight
+  fitted at refit time, ``log(N / df) / log(N)`` for a token seen on ``df`` of the ``N`` active
+  accounts, and 0 for a token only one account has (it links nothing). An account is the
+  sparse vector of its shared tokens (rarity × kind weight, averaged per kind, unit length),
+  reduced to ``IDENTITY_DIMS`` by a truncated SVD fitted at refit time on all active accounts
+  and applied unchanged to accounts placed between refits. Identifiers that occur *together*
+  (a fleet's device pool, its proxy prefixes and its prompt templates) fall on the same
+  components, so two fleet accounts that share no single identifier still land close; a token
+  thousands of unrelated accounts share weighs little. A token unseen (or unshared) at refit
+  counts for nothing until the next refit.
 - **behaviour**: volume, hour-of-day rhythm, timing regularity, task mix, anonymizer share and
   account age, each scaled to about [-1, 1].
 """
@@ -18,15 +22,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
+from sklearn.utils.extmath import randomized_svd
 
 from ringfence.service.core.profiles import DAY_MINUTES, AccountProfile, RecentKeys, minute_of
 
-FEATURE_SCHEMA_VERSION = 1
-IDENTITY_DIMS = 6
+FEATURE_SCHEMA_VERSION = 2
+IDENTITY_DIMS = 16
 BEHAVIOUR_NAMES = ("log_daily_volume", "hour_rhythm_sin", "hour_rhythm_cos",
                    "timing_regularity", "code_reasoning_share", "anonymized_share",
                    "account_age")
@@ -46,6 +52,26 @@ _DAY = 86400.0
 
 U64Array = npt.NDArray[np.uint64]
 F64Array = npt.NDArray[np.float64]
+F32Array = npt.NDArray[np.float32]
+
+
+# Kinds whose shared tokens can link a request to a risky cluster on sight ("beacons"). Not
+# the client stack, nor a device key that is only the stack (no device id sent): every user of
+# one SDK build shares it, fleet or not. Not the ASN either: too broad to single out a fleet.
+BEACON_KINDS = ("device", "ip", "prefix", "signature")
+_SALT = {name: salt for name, salt, _ in KINDS}
+
+
+def request_tokens(*, device: int, stack: int, ip: int, prefix: int,
+                   signature: int | None) -> tuple[int, ...]:
+    """One request's identifier tokens of the beacon kinds, namespaced as in
+    ``account_tokens`` (so they can be looked up in a fitted model's beacons)."""
+    out = [(ip ^ _SALT["ip"]) & _MASK, (prefix ^ _SALT["prefix"]) & _MASK]
+    if device != stack:
+        out.append((device ^ _SALT["device"]) & _MASK)
+    if signature is not None:
+        out.append((signature ^ _SALT["signature"]) & _MASK)
+    return tuple(out)
 
 
 def stack_only_devices(tokens_by_kind: Sequence[U64Array]) -> npt.NDArray[np.bool_]:
@@ -94,44 +120,38 @@ def behaviour(p: AccountProfile, now: float) -> list[float]:
             p.anonymized_share, min(1.0, math.log1p(age_days) / math.log1p(90))]
 
 
-def _splitmix(x: U64Array) -> U64Array:
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
-
-
-def directions(tokens: U64Array) -> F64Array:
-    """A fixed pseudo-random direction in [-1, 1]^IDENTITY_DIMS per token (16 bits a dim)."""
-    out = np.empty((len(tokens), IDENTITY_DIMS), dtype=np.float64)
-    h = _splitmix(tokens)
-    for d in range(IDENTITY_DIMS):
-        if d and d % 4 == 0:
-            h = _splitmix(h)
-        bits = (h >> np.uint64(16 * (d % 4))) & np.uint64(0xFFFF)
-        out[:, d] = bits.astype(np.float64) / 32767.5 - 1.0
-    return out
-
-
 @dataclass(frozen=True)
 class Rarity:
-    """Document frequencies of identifier tokens over the active accounts at refit time."""
+    """Document frequencies of identifier tokens over the active accounts at refit time, and
+    the identity projection fitted on them."""
 
     tokens: U64Array  # sorted
     counts: npt.NDArray[np.int64]
     n_accounts: int
+    shared: U64Array = field(default_factory=lambda: np.zeros(0, np.uint64))  # df ≥ 2, sorted
+    # (len(shared), IDENTITY_DIMS): each shared token's row of the projection
+    components: F32Array = field(
+        default_factory=lambda: np.zeros((0, IDENTITY_DIMS), np.float32))
 
     @classmethod
     def fit(cls, per_account: Sequence[Sequence[U64Array]]) -> Rarity:
-        """Count, for each token, the accounts that have it. An account's tokens of one kind
-        are distinct (``account_tokens`` reads them from sets) and kinds are salted apart, so
-        one pass over all tokens counts accounts, not occurrences."""
+        """Count, for each token, the accounts that have it, then fit the projection. An
+        account's tokens of one kind are distinct (``account_tokens`` reads them from sets)
+        and kinds are salted apart, so one pass over all tokens counts accounts, not
+        occurrences."""
         flat = [t for tokens in per_account for t in tokens if len(t)]
         if not flat:
             return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), len(per_account))
         tokens, counts = np.unique(np.concatenate(flat), return_counts=True)
-        return cls(tokens, counts.astype(np.int64), len(per_account))
+        counted = cls(tokens, counts.astype(np.int64), len(per_account),
+                      shared=tokens[counts >= 2])
+        x = _weighted_matrix(per_account, counted)
+        k = min(IDENTITY_DIMS, min(x.shape) - 1)
+        components = np.zeros((x.shape[1], IDENTITY_DIMS), np.float32)
+        if k >= 1 and x.nnz:
+            _, _, vt = randomized_svd(x, n_components=k, random_state=0)
+            components[:, :k] = vt.T
+        return replace(counted, components=components)
 
     def weights(self, tokens: U64Array) -> F64Array:
         """Rarity weight in [0, 1] per token: 0 if seen on at most one account."""
@@ -151,26 +171,36 @@ class Rarity:
         return np.where(self.tokens[idx] == tokens, self.counts[idx], 0)
 
 
-def identity_matrix(per_account: Sequence[Sequence[U64Array]], rarity: Rarity) -> F64Array:
-    """The identity part for many accounts at once (one vectorised pass over all tokens)."""
+def _weighted_matrix(per_account: Sequence[Sequence[U64Array]], rarity: Rarity
+                     ) -> sp.csr_matrix:
+    """Accounts × shared tokens: rarity × kind weight, averaged over the account's tokens of
+    each kind, each row scaled to unit length (all-zero for an account sharing nothing)."""
     n, kinds = len(per_account), len(KINDS)
-    out = np.zeros((n, IDENTITY_DIMS))
+    m = len(rarity.shared)
     arrays = [t for by_kind in per_account for t in by_kind]
     lengths = np.fromiter((len(t) for t in arrays), dtype=np.int64, count=len(arrays))
-    if not lengths.sum():
-        return out
+    if not lengths.sum() or not m:
+        return sp.csr_matrix((n, m))
     tokens = np.concatenate(arrays).astype(np.uint64, copy=False)
     # segment = account * kinds + kind, repeated once per token of that (account, kind)
     segment = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
     per_segment = np.bincount(segment, minlength=n * kinds)
     kind_weight = np.array([w for *_, w in KINDS])
-    # mean over the kind's tokens, each weighted by rarity and by its kind
-    scale = rarity.weights(tokens) * kind_weight[segment % kinds] / per_segment[segment]
-    account = segment // kinds
-    contributions = directions(tokens) * scale[:, None]
-    for d in range(IDENTITY_DIMS):
-        out[:, d] = np.bincount(account, weights=contributions[:, d], minlength=n)
-    return out
+    value = rarity.weights(tokens) * kind_weight[segment % kinds] / per_segment[segment]
+    column = np.clip(np.searchsorted(rarity.shared, tokens), 0, m - 1)
+    keep = (value > 0) & (rarity.shared[column] == tokens)
+    x = sp.csr_matrix((value[keep], (segment[keep] // kinds, column[keep])), shape=(n, m))
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.csr_matrix(sp.diags(1.0 / norms) @ x)
+
+
+def identity_matrix(per_account: Sequence[Sequence[U64Array]], rarity: Rarity) -> F64Array:
+    """The identity part for many accounts at once (one sparse product)."""
+    x = _weighted_matrix(per_account, rarity)
+    if not x.shape[1]:
+        return np.zeros((len(per_account), IDENTITY_DIMS))
+    return np.asarray(x @ rarity.components.astype(np.float64), dtype=np.float64)
 
 
 def feature_rows(profiles: Iterable[AccountProfile], now: float, rarity: Rarity,

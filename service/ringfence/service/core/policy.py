@@ -96,10 +96,19 @@ class ClusterPolicy:
     # From this cluster risk on, the limit key is the cluster and the cluster shares one budget
     # (for members placed with at least ``min_probability``).
     enforce_risk: float = 0.5
-    min_probability: float = 0.0
+    # ... and members placed at least this surely (HDBSCAN's membership probability; below it
+    # the cluster neither adds to the account's score nor becomes its limit key)
+    min_probability: float = 0.5
     # The cluster's daily budget: this many times the average account's daily requests
     # (the seeds' "three times the average").
     limit_multiplier: float = 3.0
+    # A cluster found risky stays risky this long across refits (same stable id) even if a
+    # refit measures it lower, so enforcement on a fleet does not flap with its composition.
+    hold_hours: float = 24.0
+    # A request carrying an identifier that a risky cluster has (nearly) to itself (a
+    # "beacon": its device pool, client stack, address, /24 or prompt template) counts as a
+    # member with this membership probability until it is placed (0 turns beacons off).
+    beacon_probability: float = 0.5
     weights: ClusterWeights = field(default_factory=ClusterWeights)
 
 
@@ -159,7 +168,7 @@ class Policy:
         for name in (f.name for f in fields(ClusterWeights)):
             if not 0 <= getattr(policy.cluster.weights, name) <= 1:
                 violations.append(FieldViolation(f"cluster.weights.{name}", "must be in [0, 1]"))
-        for name in ("weight", "enforce_risk", "min_probability"):
+        for name in ("weight", "enforce_risk", "min_probability", "beacon_probability"):
             if not 0 <= getattr(policy.cluster, name) <= 1:
                 violations.append(FieldViolation(f"cluster.{name}", "must be in [0, 1]"))
         if violations:

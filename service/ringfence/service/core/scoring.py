@@ -124,8 +124,14 @@ def with_cluster(policy: Policy, base: Assessment, cluster: ClusterContext | Non
     """Add the account's cluster: each cluster reason counts ``cluster.weight × its weight ×
     membership``, where membership is ``0.5 + 0.5 × probability`` (HDBSCAN's probability is
     relative to the cluster's densest point, so a member at the fringe still counts half).
-    A cluster labelled benign adds nothing."""
-    if cluster is None or cluster_label is LabelValue.BENIGN:
+    A cluster labelled benign adds nothing, nor does a cluster below ``cluster.enforce_risk``
+    (a group that is not risky as a whole — the customers of one VPN, an office — must not
+    raise its members' scores with its milder signals), nor membership below
+    ``cluster.min_probability`` (an account at the fringe of a fleet's cluster is as often an
+    honest neighbour as a member)."""
+    if (cluster is None or cluster_label is LabelValue.BENIGN
+            or cluster.risk < policy.cluster.enforce_risk
+            or cluster.probability < policy.cluster.min_probability):
         return base
     scale = policy.cluster.weight * (0.5 + 0.5 * cluster.probability)
     extra = [Reason(r.code, round(r.weight * scale, 4),

@@ -1,9 +1,9 @@
 """The driver's half of the two-phase snapshot: partition results → one ``Snapshot``.
 
 Partitions computed each account's tokens and behaviour row; what needs every account at once
-— the rarity of each identifier (``Rarity.fit``) and the identity rows weighted by it — is done
-here, with the core's functions, in the order ``build_snapshot`` uses. Accounts are sorted by
-id, so every engine and every partitioning hands HDBSCAN the same matrix.
+— the rarity of each identifier and the identity rows weighted by it — is the core's
+``assemble_snapshot``, the same function the service's ``build_snapshot`` ends with. Accounts
+are sorted by id, so every engine and every partitioning hands HDBSCAN the same matrix.
 ``tests/jobs/test_aggregate.py`` checks the result equals ``build_snapshot`` on the same
 profiles, array for array.
 """
@@ -16,17 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ringfence.service.core.clustering import Assignment, ClusterParams, Snapshot
-from ringfence.service.core.features import (
-    BEHAVIOUR_NAMES,
-    KINDS,
-    Rarity,
-    identity_matrix,
-    stack_only_devices,
+from ringfence.service.core.clustering import (
+    Assignment,
+    ClusterParams,
+    Snapshot,
+    assemble_snapshot,
 )
+from ringfence.service.core.features import BEHAVIOUR_NAMES, KINDS
 from ringfence.service.jobs.aggregate import DAY, PartitionResult
-
-U64Array = npt.NDArray[np.uint64]
 
 
 @dataclass(frozen=True)
@@ -66,25 +63,10 @@ def assemble(results: Sequence[PartitionResult], now: float, since: float,
 
     chosen = [int(i) for i in order if active[i]]
     ids = [str(ids_all[i]) for i in chosen]
-    tokens: list[list[U64Array]] = [by_account[i] for i in chosen]
-    beh = behaviour[chosen] if chosen else np.zeros((0, behaviour.shape[1]))
-    rarity = Rarity.fit(tokens)
-    ident = identity_matrix(tokens, rarity)
-    names = [k for k, *_ in KINDS]
-    device_kind, signature_kind = names.index("device"), names.index("signature")
-    snapshot = Snapshot(
-        now=now, params=params, account_ids=ids,
-        features=np.hstack([ident, beh]), rarity=rarity,
-        device_tokens=[t[device_kind] for t in tokens],
-        stack_only=[stack_only_devices(t) for t in tokens],
-        signature_tokens=[t[signature_kind] for t in tokens],
-        hours=hours[chosen].reshape(-1, 24),
-        daily_volume=np.expm1(beh[:, 0] * np.log1p(1000)) if len(beh) else np.zeros(0),
-        anonymized=beh[:, 5] if len(beh) else np.zeros(0),
-        age_days=np.expm1(beh[:, 6] * np.log1p(90)) if len(beh) else np.zeros(0),
-        regularity=beh[:, 3] if len(beh) else np.zeros(0),
-        previous=[a.cluster_id if (a := previous.get(i)) else None for i in ids],
-    )
+    snapshot = assemble_snapshot(
+        now, params, ids, [by_account[i] for i in chosen],
+        behaviour[chosen] if chosen else np.zeros((0, behaviour.shape[1])),
+        hours[chosen], [a.cluster_id if (a := previous.get(i)) else None for i in ids])
     population = Population(
         account_ids=[str(ids_all[i]) for i in order],
         daily=_concat(results, "daily")[order].astype(np.uint32),
