@@ -19,7 +19,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from google.protobuf import json_format
 
 from ringfence.service.api.envoy import METADATA_KEY
-from ringfence.service.api.gateway import GatewayConfig, verdict
+from ringfence.service.api.gateway import ANSWER_HEADERS, GatewayConfig, verdict
 from ringfence.service.core.model import Action, Decision, Limit, LimitScope, LimitUnit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,9 +45,13 @@ def test_the_example_config_parses_as_an_envoy_bootstrap():
 def test_ext_authz_fails_open_within_200ms_before_the_ratelimit_filter():
     filters = http_manager().http_filters
     names = [f.name for f in filters]
-    assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.jwt_authn",
-                     "envoy.filters.http.ext_authz", "envoy.filters.http.ratelimit",
-                     "envoy.filters.http.router"]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.ratelimit",
+        "envoy.filters.http.router",
+    ]
     authz = ext_authz_pb2.ExtAuthz()
     filters[names.index("envoy.filters.http.ext_authz")].typed_config.Unpack(authz)
     assert authz.failure_mode_allow
@@ -60,12 +64,14 @@ def test_ext_authz_fails_open_within_200ms_before_the_ratelimit_filter():
     assert limiter.rate_limit_service.grpc_service.envoy_grpc.cluster_name == "ringfence"
 
 
-def test_client_set_identity_headers_are_dropped_before_the_account_is_set():
+def test_client_set_identity_and_answer_headers_are_dropped_before_the_account_is_set():
     filters = {f.name: f for f in http_manager().http_filters}
     mutation = header_mutation_pb2.HeaderMutation()
     filters["envoy.filters.http.header_mutation"].typed_config.Unpack(mutation)
     removed = {m.remove for m in mutation.mutations.request_mutations}
     assert {"x-ringfence-account", "x-ja4", "x-ja3"} <= removed
+    # ext_authz overwrites the answer headers only when it answers, not when it fails open
+    assert {*ANSWER_HEADERS, "x-ringfence-limit-remaining"} <= removed
     jwt = jwt_pb2.JwtAuthentication()
     filters["envoy.filters.http.jwt_authn"].typed_config.Unpack(jwt)
     claims = jwt.providers["api"].claim_to_headers
@@ -73,12 +79,30 @@ def test_client_set_identity_headers_are_dropped_before_the_account_is_set():
 
 
 def test_rate_limit_actions_read_the_metadata_the_gateway_emits():
-    d = Decision(risk_score=0.6, action=Action.THROTTLE, policy_action=Action.THROTTLE,
-                 shadow=False, route_to_fallback=False, limit_key="account:a",
-                 limit_scope=LimitScope.ACCOUNT, suggested_limit=Limit(10, LimitUnit.MINUTE),
-                 ttl_seconds=300, reasons=(), policy_version="p", decided_at=0.0)
+    d = Decision(
+        risk_score=0.6,
+        action=Action.THROTTLE,
+        policy_action=Action.THROTTLE,
+        shadow=False,
+        route_to_fallback=False,
+        limit_key="account:a",
+        limit_scope=LimitScope.ACCOUNT,
+        suggested_limit=Limit(10, LimitUnit.MINUTE),
+        ttl_seconds=300,
+        reasons=(),
+        policy_version="p",
+        decided_at=0.0,
+    )
     emitted = verdict(d, GatewayConfig()).metadata
-    rate_limit = http_manager().route_config.virtual_hosts[0].routes[0].route.rate_limits[0]
+    manager = http_manager()
+    # On the filter, not the route: a route's rate_limits ignore hits_addend (Envoy 1.40,
+    # found by tests/e2e/test_envoy_real.py).
+    assert not manager.route_config.virtual_hosts[0].routes[0].route.rate_limits
+    limiter = rate_limit_pb2.RateLimit()
+    {f.name: f for f in manager.http_filters}["envoy.filters.http.ratelimit"].typed_config.Unpack(
+        limiter
+    )
+    [rate_limit] = limiter.rate_limits
     key = rate_limit.actions[0].metadata.metadata_key
     assert key.key == "envoy.filters.http.ext_authz"
     assert [p.key for p in key.path] == [METADATA_KEY, "limit_key"]
