@@ -70,7 +70,7 @@ class ClusterState:
             return None
         assignment = self._assigned.get(account_id)
         placed = self._context(model, assignment) if assignment is not None else None
-        if placed is not None and placed.risk >= self._policy.enforce_risk:
+        if placed is not None and self._counts(placed):
             return placed
         linked = self._linked.get(account_id)
         beacons = self._beacons
@@ -83,9 +83,15 @@ class ClusterState:
                     break
         if linked is not None:
             context = self._context(model, linked)
-            if context is not None and (placed is None or context.risk > placed.risk):
+            if context is not None and (placed is None or self._counts(context)
+                                        or context.risk > placed.risk):
                 return context
         return placed
+
+    def _counts(self, context: ClusterContext) -> bool:
+        """Whether the cluster enters the account's score (see scoring.with_cluster)."""
+        return (context.risk >= self._policy.enforce_risk
+                and context.probability >= self._policy.min_probability)
 
     def _context(self, model: ClusterModel, assignment: Assignment) -> ClusterContext | None:
         profile = model.clusters.get(assignment.cluster_id)
