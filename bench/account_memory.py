@@ -7,7 +7,8 @@ device and prefix books grow with the accounts (the worst case); ``account_only`
 account from one device and one IP, so only account profiles (and their decisions) grow.
 
 Before the baseline the bounded caches are brought to steady state (the GeoIP answer cache is
-filled to its capacity, the user-agent parse cache warmed), so the delta is the profiles.
+filled to its capacity, the user-agent parse cache warmed, and in ``distinct`` the fingerprint
+analysis cache filled), so the delta is the profiles.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ringfence.service.adapters.embedded_store import EmbeddedProfileStore
 from ringfence.service.adapters.event_log import NullEventLog
 from ringfence.service.adapters.geoip import GeoIpPaths, MaxMindGeoIp
 from ringfence.service.core.engine import RiskEngine
+from ringfence.service.core.fingerprint import ANALYSIS_CACHE_SIZE
 from ringfence.service.core.identity import Hasher
 from ringfence.service.core.model import Fingerprint, Observation, RequestContext, TaskCategory
 from ringfence.service.core.policy import Policy
@@ -105,12 +107,14 @@ def measure(variant: str, accounts: int, traced_accounts: int, seed: int = 11,
         geoip.lookup(ipaddress.IPv4Address(_WARM_NET + k))
     gc.collect()
     out["geoip_cache_bytes"] = rss_bytes() - rss0
-    for i in range(2000):
+    # Enough distinct devices (in ``distinct``) to fill the fingerprint analysis cache.
+    for i in range(max(2000, ANALYSIS_CACHE_SIZE + 1000)):
         engine.score(feeder.observation("warm", i))
     store.checkpoint()  # App checkpoints every few seconds; this empties the dirty sets
 
     gc.collect()
     before = rss_bytes()
+    tracked_before = len(gc.get_objects())
     t0 = time.perf_counter()
     for i in range(accounts):
         engine.score(feeder.observation("acct", i))
@@ -118,6 +122,12 @@ def measure(variant: str, accounts: int, traced_accounts: int, seed: int = 11,
     store.checkpoint()
     gc.collect()
     after = rss_bytes()
+    # What a full collection costs with the books this size (a stall on the serving loop),
+    # and how many objects per account the collector has to traverse.
+    t_gc = time.perf_counter()
+    gc.collect()
+    out["full_gc_ms"] = (time.perf_counter() - t_gc) * 1e3
+    out["gc_objects_per_account"] = (len(gc.get_objects()) - tracked_before) / accounts
     out.update(rss_before=before, rss_after=after, bytes_per_account=(after - before) / accounts,
                score_us=elapsed / accounts * 1e6, books=_books(store))
 

@@ -2,14 +2,21 @@
 (a fixed send rate, latency counted from the scheduled send time, so a slow server cannot hide
 its queueing by slowing the client down).
 
-Requests are serialized before the run and responses are not parsed: the client sends and
-receives bytes through a plain grpc.aio multi-callable, so its cost per call is as small as
-grpc.aio allows and the same for every server measured.
+Three RPCs: ``score`` (RiskService/Score), ``batch`` (RiskService/ScoreBatch with
+``batch_size`` items per call) and ``check`` (Envoy's Authorization/Check with a CheckRequest
+built from the real xds-protos messages). Requests are serialized before the run and responses
+are not parsed (except one checked call per phase): the client sends and receives bytes through
+a plain grpc.aio multi-callable, so its cost per call is as small as grpc.aio allows and the
+same for every server measured.
+
+A client process builds its pools once, then runs phase after phase: it waits for
+("go", target, start time, LoadSpec) and answers ("result", dict); EOF on its pipe ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from array import array
@@ -19,13 +26,27 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import grpc
-from servers import pin_to
+from envoy.service.auth.v3 import external_auth_pb2
+from google.protobuf.message import Message
 from workload import Population
 
-from ringfence.service.api.servicer import SERVICE_NAME
 from ringfence.v1 import risk_pb2 as pb
 
-SCORE_METHOD = f"/{SERVICE_NAME}/Score"
+# Names from the descriptors, so a client process imports no service code.
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RiskService"].full_name
+AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+METHODS = {
+    "score": f"/{SERVICE_NAME}/Score",
+    "batch": f"/{SERVICE_NAME}/ScoreBatch",
+    "check": f"/{AUTHORIZATION_SERVICE}/Check",
+}
+RESPONSES: dict[str, type[Message]] = {
+    "score": pb.ScoreResponse,
+    "batch": pb.ScoreBatchResponse,
+    "check": external_auth_pb2.CheckResponse,
+}
+RPC_NAMES = {"score": "Score", "batch": "ScoreBatch", "check": "Check"}
+IDLE_TIMEOUT_S = 3600.0  # a client waits at most this long for its next phase
 
 
 @dataclass(frozen=True)
@@ -33,11 +54,14 @@ class LoadSpec:
     mode: str  # "closed" or "open"
     warmup_s: float
     measure_s: float
+    rpc: str = "score"  # the phase's RPC: "score", "batch" or "check"
+    rpcs: tuple[str, ...] = ("score",)  # the pools a client builds at start
+    batch_size: int = 16  # ScoreBatch: items per call
     concurrency: int = 16  # closed loop: calls in flight per process
-    rate: float = 0.0  # open loop: requests per second for this process
+    rate: float = 0.0  # open loop: calls per second for this process
     max_in_flight: int = 2000  # open loop: beyond this a send is skipped and counted
     timeout_s: float = 5.0
-    pool_size: int = 20_000
+    pool_size: int = 20_000  # distinct requests per process (batch: pool_size / batch_size)
     seed: int = 1
     population_seed: int = 7
     accounts: int = 10_000
@@ -45,22 +69,48 @@ class LoadSpec:
     ips: int = 4_000
     cpus: frozenset[int] | None = None
 
+    @property
+    def items_per_call(self) -> int:
+        return self.batch_size if self.rpc == "batch" else 1
+
+
+def pin_to(cpus: set[int] | None) -> None:
+    if cpus:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cpus)
+
+
+def build_pool(population: Population, spec: LoadSpec, rpc: str) -> list[bytes]:
+    if rpc == "score":
+        return population.request_pool(spec.pool_size, spec.seed)
+    if rpc == "batch":
+        calls = max(8, spec.pool_size // spec.batch_size)
+        return population.batch_pool(calls, spec.batch_size, spec.seed)
+    if rpc == "check":
+        return population.check_pool(spec.pool_size, spec.seed)
+    raise ValueError(f"unknown rpc {rpc!r}")
+
 
 def run_client(spec: LoadSpec, conn: Connection) -> None:
-    """Process entry point: build the request pool, report ready, wait for the parent's
-    ("go", target, start time), run, send back the result dict. Everything is bounded by the
-    spec's times."""
+    """Process entry point: build the request pools, report ready, then run each phase the
+    parent sends and send back its result dict. Every phase is bounded by its spec's times."""
     pin_to(set(spec.cpus) if spec.cpus else None)
     try:
-        population = Population(seed=spec.population_seed, accounts=spec.accounts,
-                                devices=spec.devices, ips=spec.ips)
-        pool = population.request_pool(spec.pool_size, spec.seed)
+        population = Population(
+            seed=spec.population_seed, accounts=spec.accounts, devices=spec.devices, ips=spec.ips
+        )
+        pools = {rpc: build_pool(population, spec, rpc) for rpc in spec.rpcs}
         conn.send(("ready", os.getpid()))
-        if not conn.poll(120):
-            raise TimeoutError("no start time from the parent")
-        _, target, start_at = conn.recv()
-        result = asyncio.run(_run(spec, target, pool, start_at))
-        conn.send(("result", result))
+        while True:
+            if not conn.poll(IDLE_TIMEOUT_S):
+                raise TimeoutError("no phase from the parent")
+            message = conn.recv()
+            if message[0] != "go":
+                return
+            _, target, start_at, phase = message
+            conn.send(("result", asyncio.run(_run(phase, target, pools[phase.rpc], start_at))))
+    except (EOFError, BrokenPipeError):
+        return  # the parent closed the pipe: no more phases
     except BaseException as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         raise
@@ -68,21 +118,30 @@ def run_client(spec: LoadSpec, conn: Connection) -> None:
         conn.close()
 
 
-async def _run(spec: LoadSpec, target: str, pool: list[bytes], start_at: float
-               ) -> dict[str, Any]:
+async def _run(spec: LoadSpec, target: str, pool: list[bytes], start_at: float) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(SCORE_METHOD)  # bytes in, bytes out
+        call = channel.unary_unary(METHODS[spec.rpc])  # bytes in, bytes out
         await asyncio.wait_for(channel.channel_ready(), 10)
-        # One checked call: the server must answer a real ScoreResponse, not an error.
-        pb.ScoreResponse.FromString(await call(pool[0], timeout=spec.timeout_s))
+        # One checked call: the server must answer a real response, not an error.
+        _check_answer(spec, await call(pool[0], timeout=spec.timeout_s))
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         if spec.mode == "closed":
             return await _closed(spec, call, pool, start_at)
         return await _open(spec, call, pool, start_at)
 
 
-async def _closed(spec: LoadSpec, call: Any, pool: list[bytes], start_at: float
-                  ) -> dict[str, Any]:
+def _check_answer(spec: LoadSpec, body: bytes) -> None:
+    response = RESPONSES[spec.rpc].FromString(body)
+    if isinstance(response, pb.ScoreBatchResponse):
+        errors = [r.error.message for r in response.results if r.HasField("error")]
+        if len(response.results) != spec.batch_size or errors:
+            raise RuntimeError(
+                f"ScoreBatch answered {len(response.results)} results for {spec.batch_size} "
+                f"items, errors: {errors[:3]}"
+            )
+
+
+async def _closed(spec: LoadSpec, call: Any, pool: list[bytes], start_at: float) -> dict[str, Any]:
     window = start_at + spec.warmup_s
     end = window + spec.measure_s
     latencies = array("d")
@@ -109,16 +168,21 @@ async def _closed(spec: LoadSpec, call: Any, pool: list[bytes], start_at: float
 
     cpu0 = time.process_time()
     await asyncio.gather(*(worker(w) for w in range(spec.concurrency)))
-    return {"latencies": latencies.tobytes(), "errors": dict(errors),
-            "completed": len(latencies), "cpu_s": time.process_time() - cpu0}
+    return {
+        "latencies": latencies.tobytes(),
+        "errors": dict(errors),
+        "completed": len(latencies),
+        "cpu_s": time.process_time() - cpu0,
+    }
 
 
-async def _open(spec: LoadSpec, call: Any, pool: list[bytes], start_at: float
-                ) -> dict[str, Any]:
+async def _open(spec: LoadSpec, call: Any, pool: list[bytes], start_at: float) -> dict[str, Any]:
     window = start_at + spec.warmup_s
     end = window + spec.measure_s
     rate = spec.rate
     latencies = array("d")  # completion − scheduled send time
+    times = array("d")  # scheduled send time − window start, for each latency
+    error_times = array("d")  # scheduled send time − window start, for each counted error
     send_lag = array("d")  # actual − scheduled send time (the client's own delay)
     errors: Counter[str] = Counter()
     skipped = 0
@@ -135,8 +199,11 @@ async def _open(spec: LoadSpec, call: Any, pool: list[bytes], start_at: float
             await call(body, timeout=spec.timeout_s)
             if counted:
                 latencies.append(clock() - scheduled)
+                times.append(scheduled - window)
         except grpc.aio.AioRpcError as exc:
-            errors[exc.code().name] += 1
+            if counted:
+                errors[exc.code().name] += 1
+                error_times.append(scheduled - window)
         finally:
             in_flight -= 1
 
@@ -152,6 +219,8 @@ async def _open(spec: LoadSpec, call: Any, pool: list[bytes], start_at: float
             counted = window <= scheduled < end
             if in_flight >= spec.max_in_flight:
                 skipped += counted
+                if counted:
+                    error_times.append(scheduled - window)  # a failure too, for the soak
             else:
                 in_flight += 1
                 task = asyncio.create_task(one(pool[i % n], scheduled, counted))
@@ -163,6 +232,14 @@ async def _open(spec: LoadSpec, call: Any, pool: list[bytes], start_at: float
         await asyncio.wait(set(tasks), timeout=spec.timeout_s + 1)
     for task in tasks:
         task.cancel()
-    return {"latencies": latencies.tobytes(), "send_lag": send_lag.tobytes(),
-            "errors": dict(errors), "completed": len(latencies), "skipped": skipped,
-            "scheduled": int(spec.measure_s * rate), "cpu_s": time.process_time() - cpu0}
+    return {
+        "latencies": latencies.tobytes(),
+        "times": times.tobytes(),
+        "error_times": error_times.tobytes(),
+        "send_lag": send_lag.tobytes(),
+        "errors": dict(errors),
+        "completed": len(latencies),
+        "skipped": skipped,
+        "scheduled": int(spec.measure_s * rate),
+        "cpu_s": time.process_time() - cpu0,
+    }

@@ -32,11 +32,13 @@ from ringfence.service.adapters.memory_counter import MemoryHitCounter
 from ringfence.service.adapters.model_store import ModelArtifactError, ModelStore
 from ringfence.service.api import envoy
 from ringfence.service.api.convert import Limits
+from ringfence.service.api.durable import DurableAckInterceptor
 from ringfence.service.api.gateway import Gateway, GatewayConfig, parse_trusted_proxies
 from ringfence.service.api.http_check import HttpCheckServer
 from ringfence.service.api.servicer import SERVICE_NAME, RiskServicer
 from ringfence.service.core.cluster_state import ClusterState, RefitSchedule
 from ringfence.service.core.clustering import ClusterModel, ClusterParams, fit_model, predict_rows
+from ringfence.service.core.decision_feed import DecisionFeed, FeedLimits
 from ringfence.service.core.engine import RiskEngine
 from ringfence.service.core.errors import Rejected
 from ringfence.service.core.features import feature_rows
@@ -72,7 +74,9 @@ def cluster_state(settings: Settings, policy: Policy) -> ClusterState:
                       window_days=settings.cluster_window_days),
         RefitSchedule(interval_s=settings.cluster_refit_interval_s,
                       min_gap_s=settings.cluster_refit_min_gap_s,
-                      pending_threshold=settings.cluster_refit_pending),
+                      pending_threshold=settings.cluster_refit_pending,
+                      max_pending=max(settings.max_accounts_in_memory,
+                                      settings.cluster_refit_pending)),
         policy.cluster)
 
 
@@ -137,6 +141,7 @@ class App:
         self._tracer_provider = tracer_provider  # tests inject one; else from settings
         self.edge: Edge | None = None
         self.gateway: Gateway | None = None  # Envoy ext_authz / rate limit, /v1/check
+        self.decision_feed: DecisionFeed | None = None  # what StreamDecisions follows
         self.http_check: HttpCheckServer | None = None
 
     async def start(self) -> int:
@@ -169,17 +174,29 @@ class App:
             self.engine = RiskEngine(policy=policy, geoip=self.geoip, store=self.store,
                                      events=self.events, clock=self.clock, hasher=Hasher(key),
                                      clusters=self.clusters, labels=labels)
+            if s.decision_stream_max_subscribers:
+                self.decision_feed = DecisionFeed(self.clock, FeedLimits(
+                    max_entries=s.decision_stream_max_entries,
+                    queue_size=s.decision_stream_queue_size,
+                    max_subscribers=s.decision_stream_max_subscribers))
+                self._stack.callback(self.decision_feed.close)
             self.edge = Edge(s, self.clock, tracer_provider=self._tracer_provider,
+                             decision_feed=self.decision_feed,
                              cluster_model=lambda: self.clusters.model if self.clusters else None,
-                             dropped_writes=lambda: getattr(self.events, "dropped", 0))
+                             dropped_writes=lambda: getattr(self.events, "dropped", 0),
+                             failed_commits=lambda: getattr(self.events, "failed_commits", 0))
             self._stack.push_async_callback(self.edge.close)
             servicer = RiskServicer(
                 self.engine, self.clock,
                 Limits(max_clock_skew_s=s.max_clock_skew_s, max_event_age_s=s.max_event_age_s),
                 s.max_batch_size, reload_model=self.reload_model_now,
-                on_decision=self.edge.on_decision)
+                on_decision=self.edge.on_decision, decision_feed=self.decision_feed,
+                heartbeat_s=s.decision_stream_heartbeat_s)
+            # Innermost: with event_log_ack=committed a scoring call answers after its commit.
+            durable = ([DurableAckInterceptor(self.events.committed)]
+                       if s.event_log_ack == "committed" else [])
             self.server = grpc.aio.server(options=server_options(s),
-                                          interceptors=self.edge.interceptors)
+                                          interceptors=[*self.edge.interceptors, *durable])
             self.server.add_generic_rpc_handlers((servicer.handler(),))
             self.gateway = Gateway(
                 self.engine, self.clock,
@@ -202,8 +219,9 @@ class App:
             await self.server.start()
             await self.edge.start(self.health)
             if s.http_check_port:
-                self.http_check = HttpCheckServer(self.gateway, s.host, s.http_check_port,
-                                                  reuse_port=s.workers > 1)
+                self.http_check = HttpCheckServer(
+                    self.gateway, s.host, s.http_check_port, reuse_port=s.workers > 1,
+                    committed=self.events.committed if s.event_log_ack == "committed" else None)
                 await self.http_check.start()
                 self._stack.push_async_callback(self.http_check.close)
             self._every(s.checkpoint_interval_s, self._checkpoint)
@@ -227,6 +245,8 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         """Turn unhealthy, let calls in flight finish (up to ``grace`` s), then close."""
         await self.health.enter_graceful_shutdown()
+        if self.decision_feed is not None:
+            self.decision_feed.close()  # streams end now (UNAVAILABLE), not at the grace's end
         if self.http_check is not None:
             self.http_check.stop_serving()  # /healthz 503; closed with the stack below
         for task in self._tasks:

@@ -15,6 +15,7 @@ from grpc_health.v1 import health
 from ringfence.service.api import tls
 from ringfence.service.api.auth import AuthInterceptor
 from ringfence.service.api.probes import start_probe_server
+from ringfence.service.core.decision_feed import DecisionFeed
 from ringfence.service.core.model import Decision
 from ringfence.service.core.ports import Clock
 from ringfence.service.metrics import Metrics
@@ -41,10 +42,13 @@ class Edge:
     def __init__(self, settings: Settings, clock: Clock, *,
                  cluster_model: Callable[[], ClusterModel | None] = lambda: None,
                  dropped_writes: Callable[[], int] = lambda: 0,
-                 tracer_provider: Any | None = None) -> None:
+                 failed_commits: Callable[[], int] = lambda: 0,
+                 tracer_provider: Any | None = None,
+                 decision_feed: DecisionFeed | None = None) -> None:
         self.settings = settings
+        self.decision_feed = decision_feed
         self.metrics = (Metrics(clock=clock, cluster_model=cluster_model,
-                                dropped_writes=dropped_writes)
+                                dropped_writes=dropped_writes, failed_commits=failed_commits)
                         if settings.metrics_port else None)
         self.auth = AuthInterceptor(settings.tokens_file) if settings.tokens_file else None
         self._own_tracer_provider = tracer_provider is None and settings.tracing != "off"
@@ -73,6 +77,8 @@ class Edge:
     def on_decision(self) -> Callable[[Decision], None] | None:
         """What servicers call with every decision they return (None: nobody listens)."""
         observers: list[Callable[[Decision], None]] = []
+        if self.decision_feed is not None:
+            observers.append(self.decision_feed.publish)
         if self.metrics is not None:
             observers.append(self.metrics.observe_decision)
         if self.tracer_provider is not None:

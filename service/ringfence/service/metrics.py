@@ -52,10 +52,12 @@ class _StateCollector(Collector):
     """Values read when Prometheus scrapes, not pushed on every request."""
 
     def __init__(self, clock: Clock, cluster_model: Callable[[], ClusterModel | None],
-                 dropped_writes: Callable[[], int]) -> None:
+                 dropped_writes: Callable[[], int],
+                 failed_commits: Callable[[], int] = lambda: 0) -> None:
         self._clock = clock
         self._cluster_model = cluster_model
         self._dropped_writes = dropped_writes
+        self._failed_commits = failed_commits
 
     def collect(self) -> Iterator[Any]:
         model = self._cluster_model()
@@ -75,6 +77,12 @@ class _StateCollector(Collector):
                                       "Scored events the event log could not write.")
         dropped.add_metric([], self._dropped_writes())
         yield dropped
+        failed = CounterMetricFamily("ringfence_event_log_failed_commits",
+                                     "Event-log commits that failed (full disk, I/O error) "
+                                     "and are being retried; rising means events are not "
+                                     "being stored.")
+        failed.add_metric([], self._failed_commits())
+        yield failed
 
 
 class Metrics:
@@ -82,7 +90,8 @@ class Metrics:
 
     def __init__(self, *, clock: Clock,
                  cluster_model: Callable[[], ClusterModel | None] = lambda: None,
-                 dropped_writes: Callable[[], int] = lambda: 0) -> None:
+                 dropped_writes: Callable[[], int] = lambda: 0,
+                 failed_commits: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
@@ -116,7 +125,7 @@ class Metrics:
         for action in Action:  # every series exists from the start, so rate() sees zeros
             self.decisions.labels(action.name.lower())
             self.policy_decisions.labels(action.name.lower())
-        r.register(_StateCollector(clock, cluster_model, dropped_writes))
+        r.register(_StateCollector(clock, cluster_model, dropped_writes, failed_commits))
         self._reason_codes: set[str] = set()
         self._reason_lock = threading.Lock()
         self._httpd: WSGIServer | None = None

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
                                              "accounts are placed into the current clusters.")
     event_log_sync: Literal["NORMAL", "FULL"] = Field("NORMAL", description="SQLite "
                                                       "synchronous mode of the event log.")
+    event_log_ack: Literal["queued", "committed"] = Field(
+        "queued", description="When a scoring call answers: queued (its events are committed "
+        "within ~70 ms; kill -9 loses that window) or committed (only after its events are "
+        "committed; UNAVAILABLE while the log cannot write). Embedded event log only "
+        "(docs/reliability.md).")
     max_clock_skew_s: float = Field(300.0, ge=0, description="Event times further ahead "
                                     "than this are rejected.")
     max_event_age_s: float = Field(7 * 86400.0, gt=0, description="Event times older than "
@@ -166,6 +171,20 @@ class Settings(BaseSettings):
     ratelimit_max_counters: int = Field(100_000, ge=1, description="Fixed-window counters "
                                         "the Envoy rate limit service keeps in memory (least "
                                         "recently used dropped first).")
+    # StreamDecisions, the decision feed for enforcement-point caches (docs/decision-stream.md).
+    decision_stream_heartbeat_s: float = Field(15.0, gt=0, le=3600, description="A decision "
+                                               "stream with nothing to send sends a heartbeat "
+                                               "this often, so clients can tell a dead stream.")
+    decision_stream_max_entries: int = Field(100_000, ge=1, description="Active decisions "
+                                             "held for stream snapshots; over this the one "
+                                             "expiring first is dropped.")
+    decision_stream_queue_size: int = Field(10_000, ge=1, description="Events waiting for one "
+                                            "stream; a reader that falls further behind is cut "
+                                            "off (ABORTED) and must resync.")
+    decision_stream_max_subscribers: int = Field(1_000, ge=0, description="Decision streams "
+                                                 "open at once; more are refused "
+                                                 "(RESOURCE_EXHAUSTED). 0: StreamDecisions "
+                                                 "off.")
 
     @field_validator("gateway_account_header")
     @classmethod
@@ -226,6 +245,9 @@ class Settings(BaseSettings):
     def _backends_configured(self) -> Settings:
         if "postgres" in (self.event_log, self.label_store) and self.postgres_dsn is None:
             raise ValueError("event_log or label_store is postgres: set postgres_dsn")
+        if self.event_log_ack == "committed" and self.event_log != "embedded":
+            raise ValueError("event_log_ack=committed needs event_log=embedded (the postgres "
+                             "log acknowledges once an event is queued)")
         if self.workers > 1 and self.store != "redis":
             raise ValueError("workers > 1 needs store=redis: embedded profiles live in one "
                              "process, so workers would disagree")

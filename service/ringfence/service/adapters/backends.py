@@ -8,6 +8,7 @@ composition root registers it on its exit stack.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +33,10 @@ class ManagedProfileStore(ProfileStore, Protocol):
 
 class ManagedEventLog(EventLog, Protocol):
     def purge(self, before: float) -> None: ...
+
+    def committed(self) -> Awaitable[None] | None:
+        """Done once the events appended so far are committed (event_log_ack=committed)."""
+        ...
 
     def flush(self) -> None: ...
 
@@ -81,7 +86,8 @@ def open_event_log(settings: Settings, data_dir: Path | None) -> ManagedEventLog
                                 spill_path=data_dir / "events.db" if data_dir else None)
     if data_dir is None:
         return NullEventLog()
-    return SqliteEventLog(data_dir / "events.db", synchronous=settings.event_log_sync)
+    return SqliteEventLog(data_dir / "events.db", synchronous=settings.event_log_sync,
+                          ack=settings.event_log_ack)
 
 
 def open_label_store(settings: Settings, data_dir: Path | None) -> ManagedLabelStore:

@@ -5,6 +5,9 @@ Durability: changed profiles are checkpointed every ``checkpoint_interval`` seco
 are evicted from memory and on close, so a crash loses at most one interval of profile
 updates (the event log has its own, stronger guarantee). Profiles idle for longer than the
 retention are purged from memory and disk by ``purge``.
+
+Each account's last decision is kept compact (``LastDecisions``): most accounts' decisions
+differ only in their time and limit key, so the rest is one shared object.
 """
 
 from __future__ import annotations
@@ -16,9 +19,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from ringfence.service.adapters.codec import decision_from_json, decision_to_json
+from ringfence.service.adapters.codec import (
+    decision_from_json,
+    decision_json_parts,
+    decision_to_json,
+    join_decision_json,
+)
 from ringfence.service.adapters.sqlite_writer import SqliteWriter, connect
-from ringfence.service.core.model import AccountSummary, Decision, Linkage
+from ringfence.service.core.model import (
+    AccountSummary,
+    Action,
+    ClusterRef,
+    Decision,
+    Limit,
+    LimitScope,
+    LimitUnit,
+    Linkage,
+    Reason,
+)
 from ringfence.service.core.profiles import (
     AccountEvent,
     AccountProfile,
@@ -40,6 +58,107 @@ CREATE INDEX IF NOT EXISTS {table}_last_seen ON {table}(last_seen);
 """
 
 
+# The parts of a decision that many accounts share: all but its time and its limit key.
+_Shape = tuple[float, Action, Action, bool, bool, LimitScope, int, LimitUnit, float,
+               tuple[Reason, ...], str, str, ClusterRef | None, bool]
+
+
+class _SharedShape:
+    """One shape, shared by every account whose last decision has it, with its stored JSON
+    cut around the per-account fields (made on the first checkpoint that needs it)."""
+
+    __slots__ = ("json_parts", "shape")
+
+    def __init__(self, shape: _Shape) -> None:
+        self.shape = shape
+        self.json_parts: tuple[str, str, str] | None = None
+
+
+class LastDecisions:
+    """The last decision per account, compact: a decision is kept as its shape (one object
+    shared by every account decided alike) and its own time, and its limit key is rebuilt from
+    the account id or the cluster. A decision with an unusual limit key is kept whole.
+
+    ``shapes_capacity`` bounds the table of shapes; when it is full it starts over (stored
+    decisions keep their shapes, new ones just stop sharing with the old ones)."""
+
+    __slots__ = ("_items", "_shapes", "_shapes_capacity")
+
+    def __init__(self, shapes_capacity: int = 4096) -> None:
+        self._items: dict[str, tuple[_SharedShape, float] | Decision] = {}
+        self._shapes: dict[_Shape, _SharedShape] = {}
+        self._shapes_capacity = shapes_capacity
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def put(self, key: str, d: Decision) -> None:
+        cluster = d.cluster
+        if d.limit_scope is LimitScope.ACCOUNT:
+            usual = d.limit_key == f"account:{key}"
+        else:
+            usual = cluster is not None and d.limit_key == f"cluster:{cluster.cluster_id}"
+        # Shapes match by equality, and 300 == 300.0: only floats share, so a stored decision
+        # reads back exactly as it was given.
+        if not usual or type(d.risk_score) is not float or type(d.ttl_seconds) is not float:
+            self._items[key] = d
+            return
+        limit = d.suggested_limit
+        shape: _Shape = (d.risk_score, d.action, d.policy_action, d.shadow, d.route_to_fallback,
+                         d.limit_scope, limit.requests_per_unit, limit.unit, d.ttl_seconds,
+                         d.reasons, d.policy_version, d.model_version, cluster, d.degraded)
+        shapes = self._shapes
+        shared = shapes.get(shape)
+        if shared is None:
+            if len(shapes) >= self._shapes_capacity:
+                shapes.clear()
+            shapes[shape] = shared = _SharedShape(shape)
+        self._items[key] = (shared, d.decided_at)
+
+    def get(self, key: str) -> Decision | None:
+        item = self._items.get(key)
+        if item is None or isinstance(item, Decision):
+            return item
+        shared, decided_at = item
+        (score, action, policy_action, shadow, fallback, scope, requests, unit, ttl, reasons,
+         policy_version, model_version, cluster, degraded) = shared.shape
+        return Decision(
+            risk_score=score, action=action, policy_action=policy_action, shadow=shadow,
+            route_to_fallback=fallback, limit_key=_limit_key(key, shared.shape),
+            limit_scope=scope, suggested_limit=Limit(requests, unit), ttl_seconds=ttl,
+            reasons=reasons, policy_version=policy_version, decided_at=decided_at,
+            model_version=model_version, cluster=cluster, degraded=degraded)
+
+    def to_json(self, key: str) -> str | None:
+        """``decision_to_json`` of the account's last decision (None if it has none)."""
+        item = self._items.get(key)
+        if item is None or isinstance(item, Decision):
+            return None if item is None else decision_to_json(item)
+        shared, decided_at = item
+        parts = shared.json_parts
+        if parts is None:
+            decision = self.get(key)
+            assert decision is not None
+            parts = shared.json_parts = decision_json_parts(decision)
+        return join_decision_json(parts, _limit_key(key, shared.shape), decided_at)
+
+    def pop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
+def _limit_key(account_id: str, shape: _Shape) -> str:
+    cluster = shape[12]
+    if shape[5] is LimitScope.ACCOUNT or cluster is None:
+        return f"account:{account_id}"
+    return f"cluster:{cluster.cluster_id}"
+
+
+_Row = tuple[bytes, float, str | None]  # profile, last seen, last decision (JSON)
+
+
 class _Book(Generic[P]):
     """One kind of profile: an LRU cache over a SQLite table, with write-behind."""
 
@@ -48,13 +167,17 @@ class _Book(Generic[P]):
         self.table = table
         self.capacity = capacity
         self.cache: OrderedDict[str, P] = OrderedDict()
-        self.decisions: dict[str, Decision] = {}
+        self.decisions = LastDecisions()
         self.dirty: set[str] = set()
         self._reader = reader
         self._writer = writer
         self._decode = decode
         # Evicted or checkpointed rows not yet committed: a read must see them, not disk.
-        self._pending: dict[str, tuple[bytes, float, str | None]] = {}
+        self._pending: dict[str, _Row] = {}
+        self._upsert = (
+            f"INSERT INTO {table}(key, last_seen, profile, decision) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET last_seen=excluded.last_seen, "
+            "profile=excluded.profile, decision=excluded.decision")
         self._pending_lock = threading.Lock()
         # A key missing from the cache can be on disk only if the table had rows at open or
         # something was evicted since; otherwise a new key costs no SELECT on the serving loop.
@@ -73,7 +196,7 @@ class _Book(Generic[P]):
         profile = self._decode(blob)
         self._insert(key, profile)
         if decision:
-            self.decisions[key] = decision_from_json(decision)
+            self.decisions.put(key, decision_from_json(decision))
         return profile
 
     def put_new(self, key: str, profile: P) -> None:
@@ -84,21 +207,24 @@ class _Book(Generic[P]):
         self.dirty.add(key)
 
     def checkpoint(self, limit: int | None = None) -> int:
-        """Queue up to ``limit`` changed profiles (all if None) for writing."""
+        """Queue up to ``limit`` changed profiles (all if None) for writing, as one job."""
         n = 0
+        rows: list[tuple[str, _Row]] = []
+        writing = self._writer is not None
         while self.dirty and (limit is None or n < limit):
             key = self.dirty.pop()
             profile = self.cache.get(key)
-            if profile is not None:
-                self._write(key, profile)
+            if profile is not None and writing:
+                rows.append((key, self._row(key, profile)))
             n += 1
+        self._submit(rows)
         return n
 
     def purge(self, before: float) -> int:
         stale = [k for k, p in self.cache.items() if p.last_seen < before]
         for key in stale:
             del self.cache[key]
-            self.decisions.pop(key, None)
+            self.decisions.pop(key)
             self.dirty.discard(key)
         if self._writer is not None:
             self._writer.submit((f"DELETE FROM {self.table} WHERE last_seen < ?", (before,)))
@@ -112,27 +238,36 @@ class _Book(Generic[P]):
             if old_key in self.dirty:
                 self.dirty.discard(old_key)
                 self._write(old_key, old)
-            self.decisions.pop(old_key, None)
+            self.decisions.pop(old_key)
 
     def _write(self, key: str, profile: P) -> None:
-        if self._writer is None:
+        if self._writer is not None:
+            self._submit([(key, self._row(key, profile))])
+
+    def _row(self, key: str, profile: P) -> _Row:
+        return profile.to_bytes(), profile.last_seen, self.decisions.to_json(key)
+
+    def _submit(self, rows: list[tuple[str, _Row]]) -> None:
+        """Write ``rows`` in one job (one executemany in the writer's next transaction)."""
+        if not rows or self._writer is None:
             return
-        decision = self.decisions.get(key)
-        row = (profile.to_bytes(), profile.last_seen,
-               decision_to_json(decision) if decision else None)
         with self._pending_lock:
-            self._pending[key] = row
+            for key, row in rows:
+                self._pending[key] = row
+        params = [(key, last_seen, blob, decision) for key, (blob, last_seen, decision) in rows]
+        upsert = self._upsert
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(upsert, params)
 
         def committed() -> None:
             with self._pending_lock:
-                if self._pending.get(key) is row:
-                    del self._pending[key]
+                pending = self._pending
+                for key, row in rows:
+                    if pending.get(key) is row:
+                        del pending[key]
 
-        self._writer.submit((
-            f"INSERT INTO {self.table}(key, last_seen, profile, decision) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET last_seen=excluded.last_seen, "
-            "profile=excluded.profile, decision=excluded.decision",
-            (key, row[1], row[0], row[2])), committed)
+        self._writer.submit(write, committed)
 
     def _load(self, key: str) -> tuple[bytes, str | None] | None:
         with self._pending_lock:
@@ -190,7 +325,7 @@ class EmbeddedProfileStore:
         return None if account is None else summary(account_id, account, now)
 
     def save_decision(self, account_id: str, decision: Decision) -> None:
-        self.accounts.decisions[account_id] = decision
+        self.accounts.decisions.put(account_id, decision)
         self.accounts.touch(account_id)
 
     def last_decision(self, account_id: str) -> Decision | None:

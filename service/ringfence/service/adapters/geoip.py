@@ -8,6 +8,8 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -117,10 +119,24 @@ def _signature(path: Path) -> _Signature:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _open_private_copy(path: Path) -> maxminddb.Reader:
+    """Open a private copy of ``path``. The reader memory-maps its file, and a file rewritten
+    in place under a mapping (``cp new.mmdb`` over it, a download truncating it) kills the
+    whole process with SIGBUS at the next lookup; a copy nobody else knows of cannot change.
+    The copy is unlinked at once: the mapping keeps it alive until the reader is closed."""
+    fd, copy = tempfile.mkstemp(prefix="ringfence-geoip-", suffix=".mmdb")
+    try:
+        with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+        return maxminddb.open_database(copy, maxminddb.MODE_AUTO)
+    finally:
+        os.unlink(copy)
+
+
 def _open_checked(kind: str, path: Path) -> _Database:
     """Opens and smoke-tests one database; raises on anything that is not a usable file."""
     signature = _signature(path)
-    reader = maxminddb.open_database(path, maxminddb.MODE_AUTO)
+    reader = _open_private_copy(path)
     try:
         ip_version = int(reader.metadata().ip_version)
         reader.get("1.1.1.1")

@@ -184,6 +184,10 @@ class PostgresEventLog:
         except queue.Full:  # never block the caller's event loop; the next purge catches up
             log.warning("event purge skipped: the event queue is full")
 
+    def committed(self) -> None:
+        """Acknowledgement on queue only (event_log_ack=committed needs the embedded log)."""
+        return None
+
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every event appended so far is committed to PostgreSQL or the spill;
         if spilling, also try to reconnect and drain once now (the test and ops hook)."""

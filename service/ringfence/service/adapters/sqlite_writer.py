@@ -1,16 +1,20 @@
 """A background thread that owns one SQLite connection and commits queued writes in batches.
 
 Writes are queued from the serving thread (never blocking it on disk) and committed together
-every ``flush_interval`` seconds or ``max_batch`` rows, whichever comes first. ``flush()`` waits
-until everything queued before it is committed.
+every ``flush_interval`` seconds or ``max_batch`` rows, whichever comes first (0: as soon as the
+queue is empty, i.e. group commit). ``flush()`` waits until everything queued before it is
+committed. A failed commit is retried until it succeeds; ``failing`` says it is happening and
+``on_failure`` hears of each failed attempt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,8 @@ def connect(path: Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
 class SqliteWriter:
     def __init__(self, path: Path, *, name: str, flush_interval: float = 0.05,
                  max_batch: int = 2000, synchronous: str = "NORMAL",
-                 max_queued: int = 200_000) -> None:
+                 max_queued: int = 200_000,
+                 on_failure: Callable[[Exception], None] | None = None) -> None:
         self._conn = connect(path, synchronous=synchronous)
         self._queue: queue.Queue[tuple[Job, Committed | None] | None] = queue.Queue(max_queued)
         self._flush_interval = flush_interval
@@ -42,6 +47,8 @@ class SqliteWriter:
         self._closed = False
         self.failures = 0
         self.dropped = 0
+        self.failing = False  # the last commit attempt failed (full disk, I/O error)
+        self._on_failure = on_failure
         self._thread = threading.Thread(target=self._run, name=f"sqlite-{name}", daemon=True)
         self._thread.start()
 
@@ -85,9 +92,13 @@ class SqliteWriter:
                 return
             batch = [item]
             stop = False
+            # The interval counts from the batch's first write, not from the last one: under
+            # steady traffic writes never pause for flush_interval, and waiting for such a
+            # pause kept batches open for max_batch writes (tens of seconds uncommitted).
+            deadline = time.monotonic() + self._flush_interval
             try:
                 while len(batch) < self._max_batch:
-                    nxt = self._queue.get(timeout=self._flush_interval)
+                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                     if nxt is None:
                         stop = True
                         break
@@ -114,13 +125,18 @@ class SqliteWriter:
                 break
             except sqlite3.Error as exc:
                 self.failures += 1
+                self.failing = True
                 attempt += 1
                 if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if self._on_failure is not None:
+                    self._on_failure(exc)
                 if attempt == 1 or attempt % 20 == 0:
                     log.error("SQLite commit of %d writes failed (attempt %d), retrying: %s",
                               len(batch), attempt, exc)
                 threading.Event().wait(min(5.0, 0.05 * 2**attempt))
+        self.failing = False
         for _, on_commit in batch:
             if on_commit is not None:
                 on_commit()

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.service.ratelimit.v3 import rls_pb2
 from envoy.type.v3 import ratelimit_unit_pb2
 from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2
 
 from ringfence.service.api.gateway import (
@@ -133,8 +136,8 @@ class AuthorizationServicer:
 # --- rate limit service -------------------------------------------------------------------
 
 def _override(d: ratelimit_pb2.RateLimitDescriptor) -> tuple[Budget, str] | None:
-    if not d.HasField("limit"):
-        return None
+    if not d.HasField("limit") or d.limit.unit not in ratelimit_unit_pb2.RateLimitUnit.values():
+        return None  # an enum value this version does not know: no override
     unit = ratelimit_unit_pb2.RateLimitUnit.Name(d.limit.unit)
     if unit not in _WINDOW_S:
         return None
@@ -238,8 +241,40 @@ class RateLimitServicer:
         return response
 
 
+def _unary(method: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+           request: type[Message], response: type[Message]) -> grpc.RpcMethodHandler:
+    """A handler whose request bytes protobuf cannot parse get INVALID_ARGUMENT (the generated
+    registration lets the DecodeError escape: UNKNOWN, logged as an unexpected error)."""
+    undecodable = object()
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return request.FromString(data)
+        except DecodeError:
+            return undecodable
+
+    async def call(message: Any, context: grpc.aio.ServicerContext) -> Any:
+        if message is undecodable:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the request is not a valid {request.DESCRIPTOR.full_name}")
+        return await method(message, context)
+
+    return grpc.unary_unary_rpc_method_handler(call, request_deserializer=deserialize,
+                                               response_serializer=response.SerializeToString)
+
+
 def add_to_server(authorization: AuthorizationServicer, rate_limit: RateLimitServicer,
                   server: grpc.aio.Server) -> None:
-    """Register both Envoy services (the generated registration functions)."""
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorization, server)
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(rate_limit, server)
+    """Register both Envoy services, as the generated registration functions do but with
+    request parsing that answers INVALID_ARGUMENT to bytes that are not the message."""
+    for service, handlers in (
+        (AUTHORIZATION_SERVICE, {"Check": _unary(
+            authorization.Check, external_auth_pb2.CheckRequest,
+            external_auth_pb2.CheckResponse)}),
+        (RATE_LIMIT_SERVICE, {"ShouldRateLimit": _unary(
+            rate_limit.ShouldRateLimit, rls_pb2.RateLimitRequest,
+            rls_pb2.RateLimitResponse)}),
+    ):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service,
+                                                                               handlers),))
+        server.add_registered_method_handlers(service, handlers)

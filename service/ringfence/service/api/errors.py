@@ -4,6 +4,8 @@
     NotFound      -> NOT_FOUND
     Rejected      -> FAILED_PRECONDITION
     NotReady      -> UNAVAILABLE
+    Overloaded    -> RESOURCE_EXHAUSTED
+    FellBehind    -> ABORTED (a decision stream's reader must resync from a new snapshot)
     anything else -> INTERNAL with a generic message; the cause is logged, never sent
 """
 
@@ -16,7 +18,14 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ringfence.service.core.errors import InvalidInput, NotFound, NotReady, Rejected
+from ringfence.service.core.errors import (
+    FellBehind,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    Overloaded,
+    Rejected,
+)
 from ringfence.v1 import risk_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -26,15 +35,25 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode, int], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
     (Rejected, grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),
     (NotReady, grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
+    (FellBehind, grpc.StatusCode.ABORTED, code_pb2.ABORTED),
 )
 INTERNAL_MESSAGE = "internal error; the server logged the cause"
+# Messages quote what the client sent (an unknown account id, say); a 200 KB id must not become
+# a 200 KB trailer the client's HTTP/2 layer refuses (it then sees RESOURCE_EXHAUSTED instead).
+MAX_MESSAGE = 1024
+
+
+def _message(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "… (truncated)"
 
 
 def rich_status(exc: Exception) -> grpc.Status:
     """The status (with google.rpc details where they help) for a domain error."""
     for kind, _, code in _CODES:
         if isinstance(exc, kind):
-            status = status_pb2.Status(code=code, message=str(exc))
+            status = status_pb2.Status(code=code, message=_message(exc))
             if isinstance(exc, InvalidInput):
                 detail = any_pb2.Any()
                 detail.Pack(error_details_pb2.BadRequest(field_violations=[
@@ -53,7 +72,7 @@ def item_error(exc: Exception) -> pb.ItemError:
     for kind, _, code in _CODES:
         if isinstance(exc, kind):
             violations = exc.violations if isinstance(exc, InvalidInput) else ()
-            return pb.ItemError(code=code, message=str(exc), field_violations=[
+            return pb.ItemError(code=code, message=_message(exc), field_violations=[
                 pb.FieldViolation(field=v.field, description=v.description)
                 for v in violations])
     log.error("unexpected error while scoring a batch item", exc_info=exc)

@@ -18,6 +18,8 @@ import logging
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
+from ringfence.service.adapters.event_log import EventLogUnavailable
+from ringfence.service.api.durable import Barrier, wait_committed
 from ringfence.service.api.gateway import Gateway, GatewayRequest
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,9 @@ class HttpCheckServer:
     drops open connections."""
 
     def __init__(self, gateway: Gateway, host: str, port: int, *,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, committed: Barrier | None = None) -> None:
         self._gateway = gateway
+        self._committed = committed  # event_log_ack=committed: answer after the commit
         self._host = host
         self._port = port
         self._reuse_port = reuse_port  # worker processes sharing one port
@@ -100,6 +103,11 @@ class HttpCheckServer:
                     break
                 keep_alive = _keep_alive(version, headers)
                 status, answer, body = self._answer(method, target, peer_host, headers)
+                if self._committed is not None:
+                    try:
+                        await wait_committed(self._committed)
+                    except EventLogUnavailable:
+                        status, answer, body = 503, (), "event log unavailable\n"
                 await _write(writer, status, answer, body, head_only=method == "HEAD",
                              keep_alive=keep_alive)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):

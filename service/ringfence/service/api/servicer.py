@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,8 +21,10 @@ from ringfence.service.api.convert import (
     to_observation,
     to_score_response,
 )
+from ringfence.service.api.decision_stream import follow, to_decision_filter
 from ringfence.service.api.errors import item_error, rich_status
 from ringfence.service.api.wire import find_bad_field
+from ringfence.service.core.decision_feed import DecisionFeed
 from ringfence.service.core.engine import RiskEngine
 from ringfence.service.core.errors import FieldViolation, InvalidInput, Rejected
 from ringfence.service.core.model import Decision, Observation
@@ -52,16 +54,20 @@ def _deserializer(message: type[Message]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        field = request.field or "(message)"
+        raise InvalidInput([FieldViolation(field, "is not valid protobuf "
+                                           "(a string must be valid UTF-8)")])
+
+
 def _rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp]]
          ) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp]]:
     """Reject undecodable requests and map domain errors to statuses (api/errors.py)."""
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Resp:
         try:
-            if isinstance(request, Undecodable):
-                field = request.field or "(message)"
-                raise InvalidInput([FieldViolation(field, "is not valid protobuf "
-                                                   "(a string must be valid UTF-8)")])
+            _check_decoded(request)
             return await method(self, request, context)
         except (grpc.aio.AbortError, asyncio.CancelledError):
             raise
@@ -72,12 +78,35 @@ def _rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Resp]]
     return wrapper
 
 
+def _stream_rpc(method: Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[Resp]]
+                ) -> Callable[[Any, Any, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    """`_rpc` for server-streaming methods: an error ends the stream with its status."""
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+        try:
+            _check_decoded(request)
+            async for response in method(self, request, context):
+                yield response
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            status = rich_status(exc)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            raise
+    return wrapper
+
+
 class RiskServicer:
     def __init__(self, engine: RiskEngine, clock: Clock, limits: Limits,
                  max_batch_size: int,
                  reload_model: Callable[[], Awaitable[str]] | None = None,
-                 on_decision: Callable[[Decision], None] | None = None) -> None:
+                 on_decision: Callable[[Decision], None] | None = None,
+                 decision_feed: DecisionFeed | None = None,
+                 heartbeat_s: float = 15.0) -> None:
         self._reload_model = reload_model
+        self._feed = decision_feed  # StreamDecisions' source (fed through on_decision)
+        self._heartbeat_s = heartbeat_s
         self._on_decision = on_decision  # observer hook (metrics, tracing)
         self._engine = engine
         self._clock = clock
@@ -161,6 +190,8 @@ class RiskServicer:
         label = to_label(request, now=self._clock.now())
         # Writing the label waits for its commit: off the event loop.
         await asyncio.to_thread(self._engine.submit_label, label)
+        if self._feed is not None:
+            self._feed.note_label(label)  # a benign label lifts a held decision now
         response = pb.SubmitLabelResponse()
         response.recorded_at.FromNanoseconds(round(label.created_at * 1e9))
         return response
@@ -176,6 +207,17 @@ class RiskServicer:
         if self._reload_model is None:
             raise Rejected("this server has no model directory")
         return pb.ReloadModelResponse(model_version=await self._reload_model())
+
+    @_stream_rpc
+    async def StreamDecisions(self, request: pb.StreamDecisionsRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> AsyncIterator[pb.DecisionEvent]:
+        wanted = to_decision_filter(request)
+        if self._feed is None:
+            raise Rejected("this server keeps no decision feed")
+        async for event in follow(self._feed, wanted, snapshot=not request.skip_snapshot,
+                                  heartbeat_s=self._heartbeat_s, clock=self._clock):
+            yield event
 
     def handler(self) -> grpc.GenericRpcHandler:
         """Method handlers whose deserializers tolerate undecodable bytes (see Undecodable)."""
@@ -200,6 +242,10 @@ class RiskServicer:
                                   pb.GetModelInfoResponse),
             "ReloadModel": unary(self.ReloadModel, pb.ReloadModelRequest,
                                  pb.ReloadModelResponse),
+            "StreamDecisions": grpc.unary_stream_rpc_method_handler(
+                self.StreamDecisions,
+                request_deserializer=_deserializer(pb.StreamDecisionsRequest),
+                response_serializer=pb.DecisionEvent.SerializeToString),
         })
 
 

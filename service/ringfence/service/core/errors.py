@@ -3,7 +3,10 @@
     RingfenceError
     ├── InvalidInput      a request field is wrong       -> INVALID_ARGUMENT
     ├── NotFound          the thing asked for is unknown -> NOT_FOUND
-    └── NotReady          the service cannot answer yet  -> UNAVAILABLE
+    ├── Rejected          valid, but cannot be done now  -> FAILED_PRECONDITION
+    ├── NotReady          the service cannot answer yet  -> UNAVAILABLE
+    ├── Overloaded        a bounded resource is full     -> RESOURCE_EXHAUSTED
+    └── FellBehind        a stream's reader is too slow  -> ABORTED (resync from a snapshot)
 """
 
 from __future__ import annotations
@@ -46,3 +49,11 @@ class Rejected(RingfenceError):
 
 class NotReady(RingfenceError):
     """The service is starting or stopping and cannot answer now."""
+
+
+class Overloaded(RingfenceError):
+    """A bounded resource (e.g. the number of decision streams) is full; try again later."""
+
+
+class FellBehind(RingfenceError):
+    """A stream's reader fell too far behind and was cut off; it must start over."""

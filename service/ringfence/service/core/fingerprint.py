@@ -4,6 +4,7 @@ the inconsistencies between its parts (a browser UA on a script library's TLS st
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 
 import ua_parser
 
@@ -54,15 +55,43 @@ def _ja4_has_no_alpn(ja4: str) -> bool:
     return len(part_a) == 10 and part_a.endswith("00")
 
 
-class FingerprintAnalyzer:
-    """Turns a Fingerprint into a DeviceAnalysis. Keys are keyed hashes, never raw values."""
+ANALYSIS_CACHE_SIZE = 4096  # distinct fingerprints whose analysis is kept (about 1.5 KB each)
+_Parts = tuple[str, str, str, tuple[str, ...], str, str, str, str, tuple[tuple[str, str], ...],
+               tuple[tuple[str, str], ...]]
 
-    def __init__(self, hasher: Hasher) -> None:
+
+class FingerprintAnalyzer:
+    """Turns a Fingerprint into a DeviceAnalysis. Keys are keyed hashes, never raw values.
+
+    The same clients come back again and again, so the last ``cache_size`` distinct
+    fingerprints' analyses are kept (least recently used out): a repeat costs one lookup
+    instead of the canonicalisation and two keyed hashes."""
+
+    def __init__(self, hasher: Hasher, cache_size: int = ANALYSIS_CACHE_SIZE) -> None:
         self._hasher = hasher
+        self._cache: OrderedDict[_Parts, DeviceAnalysis] = OrderedDict()
+        self._cache_size = cache_size
 
     def analyze(self, fp: Fingerprint) -> DeviceAnalysis:
+        extra, attributes = fp.extra_fingerprints, fp.attributes
+        parts: _Parts = (fp.ja4, fp.ja3, fp.user_agent, tuple(fp.header_names), fp.sdk_name,
+                         fp.sdk_version, fp.device_id, fp.accept_language,
+                         tuple(extra.items()) if extra else (),
+                         tuple(attributes.items()) if attributes else ())
+        cache = self._cache
+        analysis = cache.get(parts)
+        if analysis is not None:
+            cache.move_to_end(parts)
+            return analysis
+        analysis = self._analyze(fp)
+        cache[parts] = analysis
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
+        return analysis
+
+    def _analyze(self, fp: Fingerprint) -> DeviceAnalysis:
         family, major, os_family = _parse_ua(fp.user_agent) if fp.user_agent else ("", "", "")
-        headers = tuple(h.lower() for h in fp.header_names)
+        headers = tuple(map(str.lower, fp.header_names))
         kind = _client_kind(fp, family)
         stack = "\x1f".join((
             fp.ja4.lower(), fp.ja3.lower(), family, major, os_family, ",".join(headers),

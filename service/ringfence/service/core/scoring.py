@@ -59,37 +59,40 @@ def assess(policy: Policy, link: Linkage, ip: IpInfo, device: DeviceAnalysis,
     w, r = policy.weights, policy.ramps
     found: list[Reason] = []
 
-    def add(code: str, weight: float, strength: float, message: str) -> None:
+    # A reason's text is formatted only when the reason is kept (most signals are below the
+    # threshold on most requests): ``text.format(*args)`` gives what an f-string would.
+    def add(code: str, weight: float, strength: float, text: str, *args: object) -> None:
         c = weight * strength
         if c >= MIN_REASON_WEIGHT:
-            found.append(Reason(code, round(c, 4), message))
+            found.append(Reason(code, round(c, 4), text.format(*args) if args else text))
 
     share = ramp(link.device_accounts, r.device_accounts_start, r.device_accounts_full)
     if device.has_device_id:
         add("DEVICE_SHARED_BY_ACCOUNTS", w.device_shared, share,
-            f"device id used by {link.device_accounts} accounts in 24 h")
+            "device id used by {} accounts in 24 h", link.device_accounts)
     else:
         add("STACK_SHARED_BY_ACCOUNTS", w.device_shared * r.stack_only_factor, share,
-            f"client stack (TLS, headers, user agent) used by {link.device_accounts} "
-            "accounts in 24 h")
+            "client stack (TLS, headers, user agent) used by {} accounts in 24 h",
+            link.device_accounts)
     add("PREFIX_SHARED_BY_ACCOUNTS", w.prefix_shared,
         ramp(link.prefix_accounts, r.prefix_accounts_start, r.prefix_accounts_full),
-        f"network prefix used by {link.prefix_accounts} accounts in 24 h")
+        "network prefix used by {} accounts in 24 h", link.prefix_accounts)
     add("ACCOUNT_MANY_IPS", w.account_many_ips,
         ramp(link.account_ips, r.ips_start, r.ips_full),
-        f"account used {link.account_ips} IP addresses in 24 h")
+        "account used {} IP addresses in 24 h", link.account_ips)
     add("ACCOUNT_MANY_ASNS", w.account_many_asns,
         ramp(link.account_asns, r.asns_start, r.asns_full),
-        f"account used {link.account_asns} networks (ASNs) in 24 h")
+        "account used {} networks (ASNs) in 24 h", link.account_asns)
     add("ACCOUNT_MANY_COUNTRIES", w.account_many_countries,
         ramp(link.account_countries, r.countries_start, r.countries_full),
-        f"account connected from {link.account_countries} countries in 24 h")
+        "account connected from {} countries in 24 h", link.account_countries)
     add("ACCOUNT_MANY_DEVICES", w.account_many_devices,
         ramp(link.account_devices, r.devices_start, r.devices_full),
-        f"account used {link.account_devices} devices in 24 h")
+        "account used {} devices in 24 h", link.account_devices)
+    last_1h = link.account_requests.last_1h
     add("ACCOUNT_HIGH_VELOCITY", w.account_velocity,
-        ramp(link.account_requests.last_1h, r.velocity_1h_start, r.velocity_1h_full),
-        f"{link.account_requests.last_1h} requests in the last hour")
+        ramp(last_1h, r.velocity_1h_start, r.velocity_1h_full),
+        "{} requests in the last hour", last_1h)
     if ip.is_tor:
         add("IP_TOR_EXIT", w.tor_exit, 1.0, "request from a Tor exit node")
     elif ip.anonymized:
@@ -98,13 +101,13 @@ def assess(policy: Policy, link: Linkage, ip: IpInfo, device: DeviceAnalysis,
             ("residential proxy", ip.is_residential_proxy)) if flag] or ["anonymizer"]
         # The account's history matters: one request via a VPN is weaker than all of them.
         add("IP_ANONYMIZED", w.anonymized_ip, max(0.5, link.account_anonymized_share),
-            f"request from a {'/'.join(kinds)} address")
+            "request from a {} address", "/".join(kinds))
     created = link.account_created_at if link.account_created_at is not None \
         else link.account_first_seen
     age_hours = max(0.0, now - created) / 3600
     if age_hours < r.new_account_hours:
         add("ACCOUNT_NEW", w.new_account, 1 - age_hours / r.new_account_hours,
-            f"account is {age_hours:.1f} h old")
+            "account is {:.1f} h old", age_hours)
     for code in device.inconsistencies:
         add(code, w.fingerprint_inconsistent, 1.0, _FP_TEXT.get(code, code))
 

@@ -5,11 +5,14 @@
     with Client("ringfence.internal:50051") as client:
         decision = client.score(ScoreRequest(account_id="alice", client_ip="203.0.113.7"))
 
-`AsyncClient` has the same surface for asyncio. `ringfence.client.testing.FakeRiskServer`
-lets you test your own code without running the service.
+`AsyncClient` has the same surface for asyncio. `DecisionCache` (and `AsyncDecisionCache`)
+keep a local copy of the service's active decisions warm from its decision stream, so an
+enforcement point can act on known abusers without a call. `ringfence.client.testing.
+FakeRiskServer` lets you test your own code without running the service.
 """
 
 from ringfence.client._async import AsyncClient
+from ringfence.client._cache import AsyncDecisionCache, DecisionCache
 from ringfence.client._rpc import DEFAULT_CHANNEL_OPTIONS, DEFAULT_TIMEOUT, FAIL_OPEN_REASON
 from ringfence.client._sync import Client
 from ringfence.client.errors import (
@@ -23,6 +26,7 @@ from ringfence.client.types import (
     AccountInfo,
     AccountProfile,
     Action,
+    ActiveDecision,
     ClusterInfo,
     Decision,
     FieldViolation,
@@ -47,10 +51,13 @@ __all__ = [
     "AccountInfo",
     "AccountProfile",
     "Action",
+    "ActiveDecision",
     "AsyncClient",
+    "AsyncDecisionCache",
     "Client",
     "ClusterInfo",
     "Decision",
+    "DecisionCache",
     "FieldViolation",
     "Fingerprint",
     "InvalidRequestError",

@@ -15,6 +15,7 @@ from ringfence.client.types import (
     AccountInfo,
     AccountProfile,
     Action,
+    ActiveDecision,
     ClusterInfo,
     Decision,
     FieldViolation,
@@ -355,4 +356,62 @@ def account_info_from_proto(message: pb.GetAccountResponse) -> AccountInfo:
             if message.HasField("last_decision")
             else None
         ),
+    )
+
+
+# --- StreamDecisions -----------------------------------------------------------------------------
+
+
+def stream_request_to_proto(
+    min_action: Action, scopes: Iterable[LimitScope], *, snapshot: bool
+) -> pb.StreamDecisionsRequest:
+    return pb.StreamDecisionsRequest(
+        min_action=int(min_action),  # type: ignore[arg-type]
+        scopes=[int(scope) for scope in scopes],  # type: ignore[misc]
+        skip_snapshot=not snapshot,
+    )
+
+
+def active_decision_to_proto(decision: ActiveDecision) -> pb.ActiveDecision:
+    ttl = Duration()
+    ttl.FromTimedelta(decision.ttl)
+    message = pb.ActiveDecision(
+        scope=int(decision.scope),  # type: ignore[arg-type]
+        limit_key=decision.limit_key,
+        subject_id=decision.subject_id,
+        action=int(decision.action),  # type: ignore[arg-type]
+        risk_score=decision.risk_score,
+        suggested_limit=pb.Limit(
+            requests_per_unit=decision.suggested_limit.requests_per_unit,
+            unit=int(decision.suggested_limit.unit),  # type: ignore[arg-type]
+        ),
+        ttl=ttl,
+        reason_codes=decision.reason_codes,
+        model_version=decision.model_version,
+        policy_version=decision.policy_version,
+    )
+    if decision.expires_at is not None:
+        message.expires_at.CopyFrom(_timestamp(decision.expires_at))
+    if decision.decided_at is not None:
+        message.decided_at.CopyFrom(_timestamp(decision.decided_at))
+    return message
+
+
+def active_decision_from_proto(message: pb.ActiveDecision) -> ActiveDecision:
+    return ActiveDecision(
+        limit_key=message.limit_key,
+        action=_enum(Action, message.action),
+        scope=_enum(LimitScope, message.scope),
+        subject_id=message.subject_id,
+        risk_score=message.risk_score,
+        suggested_limit=Limit(
+            requests_per_unit=message.suggested_limit.requests_per_unit,
+            unit=_enum(LimitUnit, message.suggested_limit.unit),
+        ),
+        ttl=message.ttl.ToTimedelta() if message.HasField("ttl") else timedelta(0),
+        expires_at=_datetime(message, "expires_at"),
+        decided_at=_datetime(message, "decided_at"),
+        reason_codes=tuple(message.reason_codes),
+        model_version=message.model_version,
+        policy_version=message.policy_version,
     )

@@ -17,6 +17,18 @@ It runs on threads, so it serves `Client` and `AsyncClient` alike::
     fake.fail_next(3)   # the next 3 calls answer UNAVAILABLE: exercise your fail-open path
     fake.delay(0.2)     # every call answers after 0.2 s: exercise your deadline
 
+It also serves `StreamDecisions`, so a `DecisionCache` can follow it. Push decisions to every
+subscribed cache (and to the snapshot of later ones) and lift them again::
+
+    with FakeRiskServer() as fake, Client(fake.target) as client, DecisionCache(client) as cache:
+        fake.push_decision(ActiveDecision(limit_key="account:mallory", action=Action.BLOCK,
+                                          ttl=timedelta(minutes=5)))
+        cache.wait_for_events(1, timeout=5)
+        assert cache.lookup(account_id="mallory").action is Action.BLOCK
+        fake.lift_decision("account:mallory")
+
+    fake.end_streams()  # drop open decision streams: exercise your reconnect path
+
 Unscripted accounts get ALLOW (risk 0, limit key "account:<id>"). Like the real service, the
 fake rejects a request without `account_id` or with a `client_ip` that is not an IP address
 (INVALID_ARGUMENT with field violations), and `GetAccount` knows the accounts it has scored.
@@ -26,21 +38,24 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import queue
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import NoReturn, Self
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 
 from ringfence.client import _convert
 from ringfence.client.types import (
     AccountInfo,
     AccountProfile,
     Action,
+    ActiveDecision,
     Decision,
     FieldViolation,
     ItemError,
@@ -72,6 +87,35 @@ class _Failure:
 class _Seen:
     requests: int
     last_decision: Decision
+
+
+_END = object()  # ends one decision stream normally
+_SCOPE_PREFIXES = {"account:": LimitScope.ACCOUNT, "cluster:": LimitScope.CLUSTER}
+
+
+@dataclasses.dataclass(eq=False)
+class _Subscriber:
+    min_action: Action
+    scopes: frozenset[LimitScope]
+    inbox: queue.Queue[object] = dataclasses.field(default_factory=queue.Queue)
+
+    def wants(self, decision: ActiveDecision) -> bool:
+        return decision.action >= self.min_action and (
+            not self.scopes or decision.scope in self.scopes
+        )
+
+
+def _stream_filter(request: risk_pb2.StreamDecisionsRequest) -> tuple[Action, list[FieldViolation]]:
+    violations: list[FieldViolation] = []
+    min_action = Action.THROTTLE
+    if request.min_action == risk_pb2.ACTION_ALLOW or request.min_action not in set(Action):
+        violations.append(FieldViolation("min_action", "must be THROTTLE, CHALLENGE or BLOCK"))
+    elif request.min_action != risk_pb2.ACTION_UNSPECIFIED:
+        min_action = Action(request.min_action)
+    for index, scope in enumerate(request.scopes):
+        if scope not in (LimitScope.ACCOUNT, LimitScope.CLUSTER):
+            violations.append(FieldViolation(f"scopes[{index}]", "must be ACCOUNT or CLUSTER"))
+    return min_action, violations
 
 
 def _validate(request: ScoreRequest, prefix: str = "") -> list[FieldViolation]:
@@ -124,8 +168,14 @@ class FakeRiskServer:
     All methods are thread-safe.
     """
 
-    def __init__(self, *, max_workers: int = 8) -> None:
+    def __init__(self, *, max_workers: int = 8, heartbeat_interval: float = 5.0) -> None:
+        """`max_workers` bounds concurrent calls (each open decision stream holds one);
+        decision streams send a heartbeat after `heartbeat_interval` seconds of silence."""
         self._max_workers = max_workers
+        self._heartbeat_interval = heartbeat_interval
+        self._streams_changed = threading.Condition(threading.Lock())
+        self._active: dict[str, tuple[ActiveDecision, float]] = {}  # with monotonic expiry
+        self._subscribers: list[_Subscriber] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: grpc.Server | None = None
@@ -166,6 +216,7 @@ class FakeRiskServer:
         if server is None:
             return
         self._stopping.set()
+        self.end_streams()
         server.stop(grace).wait()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
@@ -247,9 +298,65 @@ class FakeRiskServer:
             self._seen.clear()
             self._failures.clear()
             self._delay = 0.0
+            self._active.clear()
             self._requests.clear()
             self._calls.clear()
             self._metadata.clear()
+
+    def push_decision(self, decision: ActiveDecision) -> None:
+        """Make `decision` active: subscribed caches get an UPSERT, later ones get it in their
+        snapshot, until its `ttl` (counted from now, must be > 0) runs out. An empty `scope`
+        or `subject_id` is filled in from the limit key ("account:<id>" / "cluster:<id>")."""
+        if decision.ttl.total_seconds() <= 0:
+            raise ValueError("push_decision: ttl must be positive")
+        for prefix, scope in _SCOPE_PREFIXES.items():
+            if decision.limit_key.startswith(prefix):
+                decision = dataclasses.replace(
+                    decision,
+                    scope=decision.scope or scope,
+                    subject_id=decision.subject_id or decision.limit_key.removeprefix(prefix),
+                )
+        with self._lock:
+            self._active[decision.limit_key] = (
+                decision,
+                time.monotonic() + decision.ttl.total_seconds(),
+            )
+        with self._streams_changed:
+            for subscriber in self._subscribers:
+                if subscriber.wants(decision):
+                    subscriber.inbox.put((risk_pb2.DecisionEvent.KIND_UPSERT, decision))
+
+    def lift_decision(self, limit_key: str) -> None:
+        """Drop the active decision for `limit_key`; subscribed caches get a DELETE."""
+        with self._lock:
+            held = self._active.pop(limit_key, None)
+        if held is None:
+            return
+        with self._streams_changed:
+            for subscriber in self._subscribers:
+                if subscriber.wants(held[0]):
+                    subscriber.inbox.put((risk_pb2.DecisionEvent.KIND_DELETE, held[0]))
+
+    def end_streams(self, code: grpc.StatusCode | None = None) -> None:
+        """End every open decision stream, normally or with `code` (e.g. UNAVAILABLE)."""
+        ending = _END if code is None else _Failure(code, f"fake stream end: {code.name}", ())
+        with self._streams_changed:
+            for subscriber in self._subscribers:
+                subscriber.inbox.put(ending)
+            self._subscribers.clear()
+            self._streams_changed.notify_all()
+
+    def wait_for_subscribers(self, count: int = 1, timeout: float | None = None) -> bool:
+        """Block until at least `count` decision streams are open (past their snapshot)."""
+        with self._streams_changed:
+            return self._streams_changed.wait_for(lambda: len(self._subscribers) >= count, timeout)
+
+    @property
+    def active_decisions(self) -> list[ActiveDecision]:
+        """The decisions pushed and neither lifted nor expired."""
+        now = time.monotonic()
+        with self._lock:
+            return [d for d, expires in self._active.values() if expires > now]
 
     # --- records ---------------------------------------------------------------------------------
 
@@ -304,6 +411,28 @@ class FakeRiskServer:
                 seen.requests += 1
                 seen.last_decision = decision
         return decision
+
+    def _subscribe(
+        self, min_action: Action, scopes: frozenset[LimitScope], snapshot: bool
+    ) -> tuple[_Subscriber, list[tuple[ActiveDecision, float]]]:
+        subscriber = _Subscriber(min_action, scopes)
+        now = time.monotonic()
+        with self._streams_changed:  # pushes wait, so none falls between snapshot and queue
+            with self._lock:
+                held = [
+                    (d, expires - now)
+                    for d, expires in self._active.values()
+                    if snapshot and expires > now and subscriber.wants(d)
+                ]
+            self._subscribers.append(subscriber)
+            self._streams_changed.notify_all()
+        return subscriber, held
+
+    def _unsubscribe(self, subscriber: _Subscriber) -> None:
+        with self._streams_changed:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
+            self._streams_changed.notify_all()
 
     def _account(self, account_id: str) -> AccountInfo | None:
         with self._lock:
@@ -365,3 +494,56 @@ class _Servicer(risk_pb2_grpc.RiskServiceServicer):
         if info is None:
             _abort(context, grpc.StatusCode.NOT_FOUND, f"account {request.account_id!r} not found")
         return _convert.account_info_to_proto(info)
+
+    def StreamDecisions(
+        self, request: risk_pb2.StreamDecisionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[risk_pb2.DecisionEvent]:
+        self._fake._begin("StreamDecisions", [], context)
+        min_action, violations = _stream_filter(request)
+        if violations:
+            _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, _describe(violations), tuple(violations)
+            )
+        scopes = frozenset(LimitScope(scope) for scope in request.scopes)
+        subscriber, snapshot = self._fake._subscribe(
+            min_action, scopes, snapshot=not request.skip_snapshot
+        )
+        # A cancelled call ends the loop below at once instead of at the next heartbeat.
+        context.add_callback(lambda: subscriber.inbox.put(_END))
+        heartbeat = _seconds(self._fake._heartbeat_interval)
+        try:
+            for decision, ttl in snapshot:
+                yield _event(risk_pb2.DecisionEvent.KIND_SNAPSHOT, decision, ttl)
+            yield risk_pb2.DecisionEvent(
+                kind=risk_pb2.DecisionEvent.KIND_SNAPSHOT_END, heartbeat_interval=heartbeat
+            )
+            while True:
+                try:
+                    item = subscriber.inbox.get(timeout=self._fake._heartbeat_interval)
+                except queue.Empty:
+                    yield risk_pb2.DecisionEvent(
+                        kind=risk_pb2.DecisionEvent.KIND_HEARTBEAT, heartbeat_interval=heartbeat
+                    )
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    _abort(context, item.code, item.message)
+                kind, decision = item  # type: ignore[misc]
+                yield _event(kind, decision, decision.ttl.total_seconds())
+        finally:
+            self._fake._unsubscribe(subscriber)
+
+
+def _seconds(value: float) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    message.FromNanoseconds(round(value * 1e9))
+    return message
+
+
+def _event(
+    kind: risk_pb2.DecisionEvent.Kind.ValueType, decision: ActiveDecision, ttl: float
+) -> risk_pb2.DecisionEvent:
+    message = _convert.active_decision_to_proto(decision)
+    message.ttl.CopyFrom(_seconds(max(0.0, ttl)))
+    return risk_pb2.DecisionEvent(kind=kind, decision=message)

@@ -338,3 +338,43 @@ class AccountInfo:
     """The account's live profile."""
     last_decision: Decision | None = None
     """The last decision made for the account; None if none is stored."""
+
+
+@dataclass(frozen=True)
+class ActiveDecision:
+    """A decision an enforcement point may apply by itself until it expires.
+
+    What `DecisionCache.lookup` returns, as the service's `StreamDecisions` sent it.
+    """
+
+    limit_key: str
+    """The key the limiter counts against, as in `Decision.limit_key`: "account:<id>" or
+    "cluster:<id>". One active decision per key."""
+    action: Action
+    """The action to enforce (THROTTLE or stricter)."""
+    scope: LimitScope = LimitScope.UNSPECIFIED
+    """What `limit_key` counts: one account or a whole cluster."""
+    subject_id: str = ""
+    """The account id or cluster id alone (`limit_key` without its scope prefix)."""
+    risk_score: float = 0.0
+    """Risk in [0, 1] of the decision that set or last extended this one."""
+    suggested_limit: Limit = field(default_factory=Limit)
+    """The budget the policy suggests for `limit_key`."""
+    ttl: timedelta = timedelta(0)
+    """Time the decision had left when the service sent it; a cache drops it this long after
+    receiving it."""
+    expires_at: datetime | None = None
+    """When the decision expires, by the service's clock."""
+    decided_at: datetime | None = None
+    """When the decision was made."""
+    reason_codes: tuple[str, ...] = ()
+    """Reason codes, strongest first (the messages come with `Client.score` answers)."""
+    model_version: str = ""
+    """Version of the model that scored the request."""
+    policy_version: str = ""
+    """Version of the policy that chose the action."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason_codes", tuple(self.reason_codes))
+        _check_aware("ActiveDecision", "expires_at", self.expires_at)
+        _check_aware("ActiveDecision", "decided_at", self.decided_at)

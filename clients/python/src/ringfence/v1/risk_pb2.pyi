@@ -488,3 +488,67 @@ class ReloadModelResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_version: str
     def __init__(self, model_version: _Optional[str] = ...) -> None: ...
+
+class StreamDecisionsRequest(_message.Message):
+    __slots__ = ("min_action", "scopes", "skip_snapshot")
+    MIN_ACTION_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    SKIP_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    min_action: Action
+    scopes: _containers.RepeatedScalarFieldContainer[LimitScope]
+    skip_snapshot: bool
+    def __init__(self, min_action: _Optional[_Union[Action, str]] = ..., scopes: _Optional[_Iterable[_Union[LimitScope, str]]] = ..., skip_snapshot: bool = ...) -> None: ...
+
+class ActiveDecision(_message.Message):
+    __slots__ = ("scope", "limit_key", "subject_id", "action", "risk_score", "suggested_limit", "ttl", "expires_at", "decided_at", "reason_codes", "model_version", "policy_version")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_KEY_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    RISK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTED_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_CODES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    scope: LimitScope
+    limit_key: str
+    subject_id: str
+    action: Action
+    risk_score: float
+    suggested_limit: Limit
+    ttl: _duration_pb2.Duration
+    expires_at: _timestamp_pb2.Timestamp
+    decided_at: _timestamp_pb2.Timestamp
+    reason_codes: _containers.RepeatedScalarFieldContainer[str]
+    model_version: str
+    policy_version: str
+    def __init__(self, scope: _Optional[_Union[LimitScope, str]] = ..., limit_key: _Optional[str] = ..., subject_id: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., risk_score: _Optional[float] = ..., suggested_limit: _Optional[_Union[Limit, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason_codes: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., policy_version: _Optional[str] = ...) -> None: ...
+
+class DecisionEvent(_message.Message):
+    __slots__ = ("kind", "decision", "sent_at", "heartbeat_interval")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[DecisionEvent.Kind]
+        KIND_SNAPSHOT: _ClassVar[DecisionEvent.Kind]
+        KIND_SNAPSHOT_END: _ClassVar[DecisionEvent.Kind]
+        KIND_UPSERT: _ClassVar[DecisionEvent.Kind]
+        KIND_DELETE: _ClassVar[DecisionEvent.Kind]
+        KIND_HEARTBEAT: _ClassVar[DecisionEvent.Kind]
+    KIND_UNSPECIFIED: DecisionEvent.Kind
+    KIND_SNAPSHOT: DecisionEvent.Kind
+    KIND_SNAPSHOT_END: DecisionEvent.Kind
+    KIND_UPSERT: DecisionEvent.Kind
+    KIND_DELETE: DecisionEvent.Kind
+    KIND_HEARTBEAT: DecisionEvent.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    kind: DecisionEvent.Kind
+    decision: ActiveDecision
+    sent_at: _timestamp_pb2.Timestamp
+    heartbeat_interval: _duration_pb2.Duration
+    def __init__(self, kind: _Optional[_Union[DecisionEvent.Kind, str]] = ..., decision: _Optional[_Union[ActiveDecision, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

@@ -80,6 +80,11 @@ class RiskServiceStub(object):
                 request_serializer=ringfence_dot_v1_dot_risk__pb2.ReloadModelRequest.SerializeToString,
                 response_deserializer=ringfence_dot_v1_dot_risk__pb2.ReloadModelResponse.FromString,
                 _registered_method=True)
+        self.StreamDecisions = channel.unary_stream(
+                '/ringfence.v1.RiskService/StreamDecisions',
+                request_serializer=ringfence_dot_v1_dot_risk__pb2.StreamDecisionsRequest.SerializeToString,
+                response_deserializer=ringfence_dot_v1_dot_risk__pb2.DecisionEvent.FromString,
+                _registered_method=True)
 
 
 class RiskServiceServicer(object):
@@ -153,6 +158,18 @@ class RiskServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamDecisions(self, request, context):
+        """Follow the decisions enforcement points may cache (THROTTLE and stricter), CrowdSec-style:
+        the decisions active now (unless skip_snapshot), one SNAPSHOT_END, then UPSERT and DELETE
+        events as decisions start, change, are extended or are lifted, and a HEARTBEAT whenever
+        nothing was sent for `heartbeat_interval`. Decisions expire on their own (`ttl`); no event
+        says so. A subscriber that falls too far behind is ended with ABORTED and server shutdown
+        ends every stream with UNAVAILABLE: reconnect, and resync from the new snapshot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RiskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +217,11 @@ def add_RiskServiceServicer_to_server(servicer, server):
                     servicer.ReloadModel,
                     request_deserializer=ringfence_dot_v1_dot_risk__pb2.ReloadModelRequest.FromString,
                     response_serializer=ringfence_dot_v1_dot_risk__pb2.ReloadModelResponse.SerializeToString,
+            ),
+            'StreamDecisions': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamDecisions,
+                    request_deserializer=ringfence_dot_v1_dot_risk__pb2.StreamDecisionsRequest.FromString,
+                    response_serializer=ringfence_dot_v1_dot_risk__pb2.DecisionEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +468,33 @@ class RiskService(object):
             '/ringfence.v1.RiskService/ReloadModel',
             ringfence_dot_v1_dot_risk__pb2.ReloadModelRequest.SerializeToString,
             ringfence_dot_v1_dot_risk__pb2.ReloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ringfence.v1.RiskService/StreamDecisions',
+            ringfence_dot_v1_dot_risk__pb2.StreamDecisionsRequest.SerializeToString,
+            ringfence_dot_v1_dot_risk__pb2.DecisionEvent.FromString,
             options,
             channel_credentials,
             insecure,
