@@ -52,18 +52,31 @@ def rss_bytes() -> int:
 def build_engine(settings: Settings) -> tuple[RiskEngine, EmbeddedProfileStore, MaxMindGeoIp]:
     """As App.start builds it with persist=False (in-memory store, NullEventLog)."""
     geoip = MaxMindGeoIp(GeoIpPaths(), cache_size=settings.geoip_cache_size)
-    store = EmbeddedProfileStore(None, max_accounts=settings.max_accounts_in_memory,
-                                 max_shared=settings.max_shared_in_memory)
-    engine = RiskEngine(policy=Policy(), geoip=geoip, store=store, events=NullEventLog(),
-                        clock=SystemClock(), hasher=Hasher(bytes(range(32))))
+    store = EmbeddedProfileStore(
+        None, max_accounts=settings.max_accounts_in_memory, max_shared=settings.max_shared_in_memory
+    )
+    engine = RiskEngine(
+        policy=Policy(),
+        geoip=geoip,
+        store=store,
+        events=NullEventLog(),
+        clock=SystemClock(),
+        hasher=Hasher(bytes(range(32))),
+    )
     return engine, store, geoip
 
 
 def fingerprint_of(d: Device, **changes: Any) -> Fingerprint:
     fields: dict[str, Any] = dict(
-        ja4=d.ja4, user_agent=d.user_agent, header_names=d.header_names, sdk_name=d.sdk_name,
-        sdk_version=d.sdk_version, device_id=d.device_id, accept_language=d.accept_language,
-        extra_fingerprints={"ja4h": d.ja4h} if d.ja4h else {})
+        ja4=d.ja4,
+        user_agent=d.user_agent,
+        header_names=d.header_names,
+        sdk_name=d.sdk_name,
+        sdk_version=d.sdk_version,
+        device_id=d.device_id,
+        accept_language=d.accept_language,
+        extra_fingerprints={"ja4h": d.ja4h} if d.ja4h else {},
+    )
     return Fingerprint(**{**fields, **changes})
 
 
@@ -86,14 +99,24 @@ class _Feeder:
             ip = ipaddress.IPv4Address(_ACCOUNT_NET + 7)
         return Observation(
             account_id=f"{prefix}_{i:07d}_{self.rng.getrandbits(32):08x}",
-            client_ip=ip, fingerprint=fp, api_key_id=f"key_{i:012x}", org_id=f"org-{i:010x}",
-            context=RequestContext(event_time=time.time(), endpoint=endpoint, model=model,
-                                   task=TaskCategory(task), input_tokens=tin,
-                                   output_tokens=tout))
+            client_ip=ip,
+            fingerprint=fp,
+            api_key_id=f"key_{i:012x}",
+            org_id=f"org-{i:010x}",
+            context=RequestContext(
+                event_time=time.time(),
+                endpoint=endpoint,
+                model=model,
+                task=TaskCategory(task),
+                input_tokens=tin,
+                output_tokens=tout,
+            ),
+        )
 
 
-def measure(variant: str, accounts: int, traced_accounts: int, seed: int = 11,
-            cpus: set[int] | None = None) -> dict[str, Any]:
+def measure(
+    variant: str, accounts: int, traced_accounts: int, seed: int = 11, cpus: set[int] | None = None
+) -> dict[str, Any]:
     pin_to(cpus)
     settings = Settings(persist=False)
     engine, store, geoip = build_engine(settings)
@@ -128,8 +151,13 @@ def measure(variant: str, accounts: int, traced_accounts: int, seed: int = 11,
     gc.collect()
     out["full_gc_ms"] = (time.perf_counter() - t_gc) * 1e3
     out["gc_objects_per_account"] = (len(gc.get_objects()) - tracked_before) / accounts
-    out.update(rss_before=before, rss_after=after, bytes_per_account=(after - before) / accounts,
-               score_us=elapsed / accounts * 1e6, books=_books(store))
+    out.update(
+        rss_before=before,
+        rss_after=after,
+        bytes_per_account=(after - before) / accounts,
+        score_us=elapsed / accounts * 1e6,
+        books=_books(store),
+    )
 
     # tracemalloc on a further, smaller batch: which source lines hold the bytes.
     if traced_accounts:
@@ -148,7 +176,8 @@ def measure(variant: str, accounts: int, traced_accounts: int, seed: int = 11,
         out["traced_bytes_per_account"] = total / traced_accounts
         out["traced_top"] = [
             (_where(s.traceback), s.size_diff / traced_accounts, s.count_diff / traced_accounts)
-            for s in stats[:10]]
+            for s in stats[:10]
+        ]
 
     sample = store.accounts.cache[next(reversed(store.accounts.cache))]
     out["serialized"] = serialized_sizes(sample, store)
@@ -163,8 +192,12 @@ def _where(tb: tracemalloc.Traceback) -> str:
 
 
 def _books(store: EmbeddedProfileStore) -> dict[str, int]:
-    return {"accounts": len(store.accounts.cache), "devices": len(store.devices.cache),
-            "prefixes": len(store.prefixes.cache), "decisions": len(store.accounts.decisions)}
+    return {
+        "accounts": len(store.accounts.cache),
+        "devices": len(store.devices.cache),
+        "prefixes": len(store.prefixes.cache),
+        "decisions": len(store.accounts.decisions),
+    }
 
 
 def serialized_sizes(sample: AccountProfile, store: EmbeddedProfileStore) -> dict[str, int]:
@@ -174,15 +207,34 @@ def serialized_sizes(sample: AccountProfile, store: EmbeddedProfileStore) -> dic
     engine, sat_store, _ = build_engine(Settings(persist=False))
     base = fingerprint_of(make_device(random.Random(5), device_id="shared"))
     for k in range(600):
-        fp = fingerprint_of(make_device(random.Random(5)), device_id=f"sat-dev-{k}",
-                            attributes={"build": str(k)})
-        ctx = RequestContext(event_time=time.time(), endpoint="/v1/chat/completions",
-                             model="gpt-4o-mini", task=TaskCategory.CHAT, input_tokens=10,
-                             output_tokens=10, content_signature=k + 1)
-        engine.score(Observation(account_id="saturated", fingerprint=fp, context=ctx,
-                                 client_ip=ipaddress.IPv4Address(_ACCOUNT_NET + (k << 8) + 9)))
-        engine.score(Observation(account_id=f"sharer-{k}", fingerprint=base, context=ctx,
-                                 client_ip=ipaddress.IPv4Address(_WARM_NET + 9)))
+        fp = fingerprint_of(
+            make_device(random.Random(5)), device_id=f"sat-dev-{k}", attributes={"build": str(k)}
+        )
+        ctx = RequestContext(
+            event_time=time.time(),
+            endpoint="/v1/chat/completions",
+            model="gpt-4o-mini",
+            task=TaskCategory.CHAT,
+            input_tokens=10,
+            output_tokens=10,
+            content_signature=k + 1,
+        )
+        engine.score(
+            Observation(
+                account_id="saturated",
+                fingerprint=fp,
+                context=ctx,
+                client_ip=ipaddress.IPv4Address(_ACCOUNT_NET + (k << 8) + 9),
+            )
+        )
+        engine.score(
+            Observation(
+                account_id=f"sharer-{k}",
+                fingerprint=base,
+                context=ctx,
+                client_ip=ipaddress.IPv4Address(_WARM_NET + 9),
+            )
+        )
     full = sat_store.accounts.cache["saturated"]
     shared = max(sat_store.devices.cache.values(), key=lambda p: p.total)
     key = next(reversed(store.accounts.cache))
@@ -197,8 +249,9 @@ def serialized_sizes(sample: AccountProfile, store: EmbeddedProfileStore) -> dic
     }
 
 
-def run(variant: str, accounts: int, traced_accounts: int, cpus: set[int] | None,
-        conn: Any) -> None:
+def run(
+    variant: str, accounts: int, traced_accounts: int, cpus: set[int] | None, conn: Any
+) -> None:
     """Process entry point: send back the measure() dict (or the failure)."""
     try:
         conn.send(("result", measure(variant, accounts, traced_accounts, cpus=cpus)))

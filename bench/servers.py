@@ -400,7 +400,16 @@ async def prefill(app: App, n: int) -> dict[str, Any]:
     # and event hand-off tasks touch the same dirty sets and pending rows.
     flush = getattr(app.store, "flush", None)
     if flush is not None:
-        flush()  # checkpoint everything and wait for the commit
+        # Checkpoint everything and wait for the commit. The writer's own flush gives up
+        # after a fixed time (30 s); at 1M accounts ~3M rows are queued, so wait again while
+        # it keeps draining (bounded: 40 tries).
+        for attempt in range(40):
+            try:
+                flush()
+                break
+            except TimeoutError:
+                if attempt == 39:
+                    raise
     else:
         app.store.checkpoint()
     if app.events is not None:

@@ -59,8 +59,22 @@ CREATE INDEX IF NOT EXISTS {table}_last_seen ON {table}(last_seen);
 
 
 # The parts of a decision that many accounts share: all but its time and its limit key.
-_Shape = tuple[float, Action, Action, bool, bool, LimitScope, int, LimitUnit, float,
-               tuple[Reason, ...], str, str, ClusterRef | None, bool]
+_Shape = tuple[
+    float,
+    Action,
+    Action,
+    bool,
+    bool,
+    LimitScope,
+    int,
+    LimitUnit,
+    float,
+    tuple[Reason, ...],
+    str,
+    str,
+    ClusterRef | None,
+    bool,
+]
 
 
 class _SharedShape:
@@ -107,9 +121,22 @@ class LastDecisions:
             self._items[key] = d
             return
         limit = d.suggested_limit
-        shape: _Shape = (d.risk_score, d.action, d.policy_action, d.shadow, d.route_to_fallback,
-                         d.limit_scope, limit.requests_per_unit, limit.unit, d.ttl_seconds,
-                         d.reasons, d.policy_version, d.model_version, cluster, d.degraded)
+        shape: _Shape = (
+            d.risk_score,
+            d.action,
+            d.policy_action,
+            d.shadow,
+            d.route_to_fallback,
+            d.limit_scope,
+            limit.requests_per_unit,
+            limit.unit,
+            d.ttl_seconds,
+            d.reasons,
+            d.policy_version,
+            d.model_version,
+            cluster,
+            d.degraded,
+        )
         shapes = self._shapes
         shared = shapes.get(shape)
         if shared is None:
@@ -123,14 +150,39 @@ class LastDecisions:
         if item is None or isinstance(item, Decision):
             return item
         shared, decided_at = item
-        (score, action, policy_action, shadow, fallback, scope, requests, unit, ttl, reasons,
-         policy_version, model_version, cluster, degraded) = shared.shape
+        (
+            score,
+            action,
+            policy_action,
+            shadow,
+            fallback,
+            scope,
+            requests,
+            unit,
+            ttl,
+            reasons,
+            policy_version,
+            model_version,
+            cluster,
+            degraded,
+        ) = shared.shape
         return Decision(
-            risk_score=score, action=action, policy_action=policy_action, shadow=shadow,
-            route_to_fallback=fallback, limit_key=_limit_key(key, shared.shape),
-            limit_scope=scope, suggested_limit=Limit(requests, unit), ttl_seconds=ttl,
-            reasons=reasons, policy_version=policy_version, decided_at=decided_at,
-            model_version=model_version, cluster=cluster, degraded=degraded)
+            risk_score=score,
+            action=action,
+            policy_action=policy_action,
+            shadow=shadow,
+            route_to_fallback=fallback,
+            limit_key=_limit_key(key, shared.shape),
+            limit_scope=scope,
+            suggested_limit=Limit(requests, unit),
+            ttl_seconds=ttl,
+            reasons=reasons,
+            policy_version=policy_version,
+            decided_at=decided_at,
+            model_version=model_version,
+            cluster=cluster,
+            degraded=degraded,
+        )
 
     def to_json(self, key: str) -> str | None:
         """``decision_to_json`` of the account's last decision (None if it has none)."""
@@ -162,8 +214,14 @@ _Row = tuple[bytes, float, str | None]  # profile, last seen, last decision (JSO
 class _Book(Generic[P]):
     """One kind of profile: an LRU cache over a SQLite table, with write-behind."""
 
-    def __init__(self, table: str, capacity: int, reader: sqlite3.Connection | None,
-                 writer: SqliteWriter | None, decode: Callable[[bytes], P]) -> None:
+    def __init__(
+        self,
+        table: str,
+        capacity: int,
+        reader: sqlite3.Connection | None,
+        writer: SqliteWriter | None,
+        decode: Callable[[bytes], P],
+    ) -> None:
         self.table = table
         self.capacity = capacity
         self.cache: OrderedDict[str, P] = OrderedDict()
@@ -177,12 +235,15 @@ class _Book(Generic[P]):
         self._upsert = (
             f"INSERT INTO {table}(key, last_seen, profile, decision) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET last_seen=excluded.last_seen, "
-            "profile=excluded.profile, decision=excluded.decision")
+            "profile=excluded.profile, decision=excluded.decision"
+        )
         self._pending_lock = threading.Lock()
         # A key missing from the cache can be on disk only if the table had rows at open or
         # something was evicted since; otherwise a new key costs no SELECT on the serving loop.
-        self._maybe_on_disk = reader is not None and reader.execute(
-            f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+        self._maybe_on_disk = (
+            reader is not None
+            and reader.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+        )
 
     def get(self, key: str) -> P | None:
         profile = self.cache.get(key)
@@ -277,15 +338,22 @@ class _Book(Generic[P]):
         if self._reader is None or not self._maybe_on_disk:
             return None
         found = self._reader.execute(
-            f"SELECT profile, decision FROM {self.table} WHERE key = ?", (key,)).fetchone()
+            f"SELECT profile, decision FROM {self.table} WHERE key = ?", (key,)
+        ).fetchone()
         return None if found is None else (found[0], found[1])
 
 
 class EmbeddedProfileStore:
     """ProfileStore in process memory, optionally persisted to a SQLite file."""
 
-    def __init__(self, path: Path | None, *, max_accounts: int = 1_000_000,
-                 max_shared: int = 1_000_000, flush_interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        max_accounts: int = 1_000_000,
+        max_shared: int = 1_000_000,
+        flush_interval: float = 0.2,
+    ) -> None:
         self._writer: SqliteWriter | None = None
         reader: sqlite3.Connection | None = None
         if path is not None:
@@ -295,19 +363,29 @@ class EmbeddedProfileStore:
                     if statement.strip():
                         self._writer.execute_now(statement)
             self._writer.execute_now(
-                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
             reader = connect(path)
         self._reader = reader
         self._meta: dict[str, str] = {}
         self.accounts: _Book[AccountProfile] = _Book(
-            "accounts", max_accounts, reader, self._writer, AccountProfile.from_bytes)
+            "accounts", max_accounts, reader, self._writer, AccountProfile.from_bytes
+        )
         self.devices: _Book[SharedProfile] = _Book(
-            "devices", max_shared, reader, self._writer, SharedProfile.from_bytes)
+            "devices", max_shared, reader, self._writer, SharedProfile.from_bytes
+        )
         self.prefixes: _Book[SharedProfile] = _Book(
-            "prefixes", max_shared, reader, self._writer, SharedProfile.from_bytes)
+            "prefixes", max_shared, reader, self._writer, SharedProfile.from_bytes
+        )
 
-    def record(self, account_id: str, device_key: str, prefix_key: str, event: AccountEvent,
-               created_at: float | None) -> Linkage:
+    def record(
+        self,
+        account_id: str,
+        device_key: str,
+        prefix_key: str,
+        event: AccountEvent,
+        created_at: float | None,
+    ) -> Linkage:
         account = self.accounts.get(account_id)
         if account is None:
             account = AccountProfile(event.t)
@@ -343,8 +421,13 @@ class EmbeddedProfileStore:
     def save_meta(self, key: str, value: str) -> None:
         self._meta[key] = value
         if self._writer is not None:
-            self._writer.submit(("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
-                                 "DO UPDATE SET value=excluded.value", (key, value)))
+            self._writer.submit(
+                (
+                    "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                    "DO UPDATE SET value=excluded.value",
+                    (key, value),
+                )
+            )
 
     def load_meta(self, key: str) -> str | None:
         if key in self._meta:

@@ -49,10 +49,23 @@ class Limits:
 
 # Longest accepted value per string field (characters).
 MAX_LEN = {
-    "account_id": 256, "api_key_id": 256, "org_id": 256, "client_ip": 64,
-    "ja4": 128, "ja3": 1024, "user_agent": 1024, "header_name": 128, "sdk_name": 128,
-    "sdk_version": 64, "device_id": 256, "accept_language": 256, "map_key": 64,
-    "extra_value": 1024, "attribute_value": 256, "endpoint": 256, "model": 128,
+    "account_id": 256,
+    "api_key_id": 256,
+    "org_id": 256,
+    "client_ip": 64,
+    "ja4": 128,
+    "ja3": 1024,
+    "user_agent": 1024,
+    "header_name": 128,
+    "sdk_name": 128,
+    "sdk_version": 64,
+    "device_id": 256,
+    "accept_language": 256,
+    "map_key": 64,
+    "extra_value": 1024,
+    "attribute_value": 256,
+    "endpoint": 256,
+    "model": 128,
 }
 MAX_FORWARDED = 16
 MAX_HEADERS = 64
@@ -105,8 +118,9 @@ class _Check:
             self.bad(field, "is not an IPv4 or IPv6 address")
             return None
 
-    def mapping(self, field: str, value: Mapping[str, str], max_entries: int,
-                value_limit: str) -> dict[str, str]:
+    def mapping(
+        self, field: str, value: Mapping[str, str], max_entries: int, value_limit: str
+    ) -> dict[str, str]:
         if len(value) > max_entries:
             self.bad(field, f"has {len(value)} entries; at most {max_entries} are allowed")
             return {}
@@ -115,19 +129,26 @@ class _Check:
             self.text(f'{field}["{key[:64]}"]', item, value_limit)
         return dict(value)
 
-    def time(self, field: str, ts: Timestamp, now: float, limits: Limits, *,
-             check_age: bool) -> float | None:
+    def time(
+        self, field: str, ts: Timestamp, now: float, limits: Limits, *, check_age: bool
+    ) -> float | None:
         if not _MIN_TIMESTAMP <= ts.seconds <= _MAX_TIMESTAMP or not 0 <= ts.nanos < 10**9:
             self.bad(field, "is not a valid timestamp")
             return None
         t = ts.seconds + ts.nanos / 1e9
         if t > now + limits.max_clock_skew_s:
-            self.bad(field, f"is {t - now:.0f} s in the future; at most "
-                            f"{limits.max_clock_skew_s:.0f} s of clock skew is allowed")
+            self.bad(
+                field,
+                f"is {t - now:.0f} s in the future; at most "
+                f"{limits.max_clock_skew_s:.0f} s of clock skew is allowed",
+            )
             return None
         if check_age and t < now - limits.max_event_age_s:
-            self.bad(field, f"is {now - t:.0f} s in the past; events older than "
-                            f"{limits.max_event_age_s:.0f} s are not accepted")
+            self.bad(
+                field,
+                f"is {now - t:.0f} s in the past; events older than "
+                f"{limits.max_event_age_s:.0f} s are not accepted",
+            )
             return None
         return t
 
@@ -157,28 +178,50 @@ def _valid_observation(req: pb.ScoreRequest, now: float, limits: Limits) -> Obse
     header_names = tuple(f.header_names)
     extra = dict(f.extra_fingerprints)
     attributes = dict(f.attributes)
-    if not (len(account_id) <= _L["account_id"] and len(api_key_id) <= _L["api_key_id"]
-            and len(org_id) <= _L["org_id"] and len(ja4) <= _L["ja4"]
-            and len(ja3) <= _L["ja3"] and len(user_agent) <= _L["user_agent"]
-            and len(sdk_name) <= _L["sdk_name"] and len(sdk_version) <= _L["sdk_version"]
-            and len(device_id) <= _L["device_id"]
-            and len(accept_language) <= _L["accept_language"]
-            and len(endpoint) <= _L["endpoint"] and len(model) <= _L["model"]
-            and len(header_names) <= MAX_HEADERS and len(extra) <= MAX_EXTRA
-            and len(attributes) <= MAX_ATTRIBUTES and account_id.strip()):
+    if not (
+        len(account_id) <= _L["account_id"]
+        and len(api_key_id) <= _L["api_key_id"]
+        and len(org_id) <= _L["org_id"]
+        and len(ja4) <= _L["ja4"]
+        and len(ja3) <= _L["ja3"]
+        and len(user_agent) <= _L["user_agent"]
+        and len(sdk_name) <= _L["sdk_name"]
+        and len(sdk_version) <= _L["sdk_version"]
+        and len(device_id) <= _L["device_id"]
+        and len(accept_language) <= _L["accept_language"]
+        and len(endpoint) <= _L["endpoint"]
+        and len(model) <= _L["model"]
+        and len(header_names) <= MAX_HEADERS
+        and len(extra) <= MAX_EXTRA
+        and len(attributes) <= MAX_ATTRIBUTES
+        and account_id.strip()
+    ):
         return None
-    strings = [account_id, api_key_id, org_id, ja4, ja3, user_agent, sdk_name, sdk_version,
-               device_id, accept_language, endpoint, model]
+    strings = [
+        account_id,
+        api_key_id,
+        org_id,
+        ja4,
+        ja3,
+        user_agent,
+        sdk_name,
+        sdk_version,
+        device_id,
+        accept_language,
+        endpoint,
+        model,
+    ]
     if header_names:
-        if max(map(len, header_names)) > _L["header_name"] or "" in map(str.strip,
-                                                                          header_names):
+        if max(map(len, header_names)) > _L["header_name"] or "" in map(str.strip, header_names):
             return None
         strings.extend(header_names)
-    for mapping, value_limit in ((extra, _L["extra_value"]),
-                                 (attributes, _L["attribute_value"])):
+    for mapping, value_limit in ((extra, _L["extra_value"]), (attributes, _L["attribute_value"])):
         if mapping:
-            if (max(map(len, mapping)) > _L["map_key"] or "" in map(str.strip, mapping)
-                    or max(map(len, mapping.values())) > value_limit):
+            if (
+                max(map(len, mapping)) > _L["map_key"]
+                or "" in map(str.strip, mapping)
+                or max(map(len, mapping.values())) > value_limit
+            ):
                 return None
             strings.extend(mapping)
             strings.extend(mapping.values())
@@ -193,8 +236,10 @@ def _valid_observation(req: pb.ScoreRequest, now: float, limits: Limits) -> Obse
         if req.forwarded_for:
             if len(req.forwarded_for) > MAX_FORWARDED:
                 return None
-            forwarded = tuple(_parse_ip(v) if v and len(v) <= _L["client_ip"] else _no_ip()
-                              for v in req.forwarded_for)
+            forwarded = tuple(
+                _parse_ip(v) if v and len(v) <= _L["client_ip"] else _no_ip()
+                for v in req.forwarded_for
+            )
     except ValueError:
         return None
     task = _TASKS.get(x.task_category)
@@ -205,25 +250,44 @@ def _valid_observation(req: pb.ScoreRequest, now: float, limits: Limits) -> Obse
     if x.HasField("event_time") or req.HasField("account_created_at"):
         c = _Check()
         if x.HasField("event_time"):
-            event_time = c.time("context.event_time", x.event_time, now, limits,
-                                check_age=True)
+            event_time = c.time("context.event_time", x.event_time, now, limits, check_age=True)
         if req.HasField("account_created_at"):
-            created_at = c.time("account_created_at", req.account_created_at, now, limits,
-                                check_age=False)
+            created_at = c.time(
+                "account_created_at", req.account_created_at, now, limits, check_age=False
+            )
         if c.violations or event_time is None:
             return None
     context = RequestContext(
-        event_time=event_time, endpoint=endpoint, model=model, task=task,
-        input_tokens=x.input_tokens, output_tokens=x.output_tokens,
-        content_signature=x.content_signature if x.HasField("content_signature") else None)
+        event_time=event_time,
+        endpoint=endpoint,
+        model=model,
+        task=task,
+        input_tokens=x.input_tokens,
+        output_tokens=x.output_tokens,
+        content_signature=x.content_signature if x.HasField("content_signature") else None,
+    )
     fingerprint = Fingerprint(
-        ja4=ja4, ja3=ja3, user_agent=user_agent, header_names=header_names,
-        sdk_name=sdk_name, sdk_version=sdk_version, device_id=device_id,
-        accept_language=accept_language, extra_fingerprints=extra, attributes=attributes)
+        ja4=ja4,
+        ja3=ja3,
+        user_agent=user_agent,
+        header_names=header_names,
+        sdk_name=sdk_name,
+        sdk_version=sdk_version,
+        device_id=device_id,
+        accept_language=accept_language,
+        extra_fingerprints=extra,
+        attributes=attributes,
+    )
     return Observation(
-        account_id=account_id, client_ip=client_ip, context=context, fingerprint=fingerprint,
-        api_key_id=api_key_id, org_id=org_id, forwarded_for=forwarded,
-        account_created_at=created_at)
+        account_id=account_id,
+        client_ip=client_ip,
+        context=context,
+        fingerprint=fingerprint,
+        api_key_id=api_key_id,
+        org_id=org_id,
+        forwarded_for=forwarded,
+        account_created_at=created_at,
+    )
 
 
 def _no_ip() -> IpAddress:
@@ -239,8 +303,10 @@ def _checked_observation(req: pb.ScoreRequest, *, now: float, limits: Limits) ->
     client_ip = c.ip("client_ip", req.client_ip, required=True)
     forwarded: list[IpAddress] = []
     if len(req.forwarded_for) > MAX_FORWARDED:
-        c.bad("forwarded_for", f"has {len(req.forwarded_for)} addresses; at most "
-                               f"{MAX_FORWARDED} are allowed")
+        c.bad(
+            "forwarded_for",
+            f"has {len(req.forwarded_for)} addresses; at most {MAX_FORWARDED} are allowed",
+        )
     else:
         for i, value in enumerate(req.forwarded_for):
             ip = c.ip(f"forwarded_for[{i}]", value, required=True)
@@ -250,11 +316,15 @@ def _checked_observation(req: pb.ScoreRequest, *, now: float, limits: Limits) ->
     f = req.fingerprint
     headers: tuple[str, ...] = ()
     if len(f.header_names) > MAX_HEADERS:
-        c.bad("fingerprint.header_names", f"has {len(f.header_names)} names; at most "
-                                          f"{MAX_HEADERS} are allowed")
+        c.bad(
+            "fingerprint.header_names",
+            f"has {len(f.header_names)} names; at most {MAX_HEADERS} are allowed",
+        )
     else:
-        headers = tuple(c.text(f"fingerprint.header_names[{i}]", h, "header_name",
-                               required=True) for i, h in enumerate(f.header_names))
+        headers = tuple(
+            c.text(f"fingerprint.header_names[{i}]", h, "header_name", required=True)
+            for i, h in enumerate(f.header_names)
+        )
     fingerprint = Fingerprint(
         ja4=c.text("fingerprint.ja4", f.ja4, "ja4"),
         ja3=c.text("fingerprint.ja3", f.ja3, "ja3"),
@@ -263,12 +333,13 @@ def _checked_observation(req: pb.ScoreRequest, *, now: float, limits: Limits) ->
         sdk_name=c.text("fingerprint.sdk_name", f.sdk_name, "sdk_name"),
         sdk_version=c.text("fingerprint.sdk_version", f.sdk_version, "sdk_version"),
         device_id=c.text("fingerprint.device_id", f.device_id, "device_id"),
-        accept_language=c.text("fingerprint.accept_language", f.accept_language,
-                               "accept_language"),
-        extra_fingerprints=c.mapping("fingerprint.extra_fingerprints", f.extra_fingerprints,
-                                     MAX_EXTRA, "extra_value"),
-        attributes=c.mapping("fingerprint.attributes", f.attributes, MAX_ATTRIBUTES,
-                             "attribute_value"),
+        accept_language=c.text("fingerprint.accept_language", f.accept_language, "accept_language"),
+        extra_fingerprints=c.mapping(
+            "fingerprint.extra_fingerprints", f.extra_fingerprints, MAX_EXTRA, "extra_value"
+        ),
+        attributes=c.mapping(
+            "fingerprint.attributes", f.attributes, MAX_ATTRIBUTES, "attribute_value"
+        ),
     )
 
     x = req.context
@@ -282,8 +353,9 @@ def _checked_observation(req: pb.ScoreRequest, *, now: float, limits: Limits) ->
         c.bad("context.task_category", f"unknown value {x.task_category}")
     created_at = None
     if req.HasField("account_created_at"):
-        created_at = c.time("account_created_at", req.account_created_at, now, limits,
-                            check_age=False)
+        created_at = c.time(
+            "account_created_at", req.account_created_at, now, limits, check_age=False
+        )
     context = RequestContext(
         event_time=now if event_time is None else event_time,
         endpoint=c.text("context.endpoint", x.endpoint, "endpoint"),
@@ -297,8 +369,13 @@ def _checked_observation(req: pb.ScoreRequest, *, now: float, limits: Limits) ->
         raise InvalidInput(c.violations)
     assert client_ip is not None  # guaranteed by the required check above
     return Observation(
-        account_id=account_id, client_ip=client_ip, context=context, fingerprint=fingerprint,
-        api_key_id=api_key_id, org_id=org_id, forwarded_for=tuple(forwarded),
+        account_id=account_id,
+        client_ip=client_ip,
+        context=context,
+        fingerprint=fingerprint,
+        api_key_id=api_key_id,
+        org_id=org_id,
+        forwarded_for=tuple(forwarded),
         account_created_at=created_at,
     )
 
@@ -353,15 +430,18 @@ def to_account_profile(s: AccountSummary) -> pb.AccountProfile:
         first_seen=_timestamp(s.first_seen),
         last_seen=_timestamp(s.last_seen),
         total_requests=s.total_requests,
-        requests=pb.WindowCounts(last_5m=s.requests.last_5m, last_1h=s.requests.last_1h,
-                                 last_24h=s.requests.last_24h),
+        requests=pb.WindowCounts(
+            last_5m=s.requests.last_5m, last_1h=s.requests.last_1h, last_24h=s.requests.last_24h
+        ),
         distinct_ips=s.distinct_ips,
         distinct_prefixes=s.distinct_prefixes,
         distinct_asns=s.distinct_asns,
         distinct_countries=s.distinct_countries,
         distinct_devices=s.distinct_devices,
-        task_mix=[pb.TaskCount(task_category=int(task), requests=n)
-                  for task, n in sorted(s.task_mix.items())],
+        task_mix=[
+            pb.TaskCount(task_category=int(task), requests=n)
+            for task, n in sorted(s.task_mix.items())
+        ],
         input_tokens=s.input_tokens,
         output_tokens=s.output_tokens,
         anonymized_share=s.anonymized_share,
@@ -375,15 +455,25 @@ def _reasons(reasons: tuple[Reason, ...]) -> list[pb.Reason]:
 def to_cluster(r: ClusterReport) -> pb.Cluster:
     c = r.profile
     return pb.Cluster(
-        cluster_id=c.cluster_id, size=c.size, risk=r.assessment.risk,
-        reasons=_reasons(r.assessment.reasons), daily_volume=c.daily_volume,
-        baseline_daily_volume=c.baseline_daily_volume, new_account_share=c.new_account_share,
-        anonymized_share=c.anonymized_share, device_diversity=c.device_diversity,
+        cluster_id=c.cluster_id,
+        size=c.size,
+        risk=r.assessment.risk,
+        reasons=_reasons(r.assessment.reasons),
+        daily_volume=c.daily_volume,
+        baseline_daily_volume=c.baseline_daily_volume,
+        new_account_share=c.new_account_share,
+        anonymized_share=c.anonymized_share,
+        device_diversity=c.device_diversity,
         shared_device_share=c.shared_device_share,
-        shared_template_share=c.shared_signature_share, timing_sync=c.timing_sync,
-        timing_regularity=c.timing_regularity, fitted_at=_timestamp(c.fitted_at),
-        lineage=list(c.lineage), label=int(r.label) if r.label is not None else 0,
-        daily_budget=r.daily_budget, enforced=r.enforced)
+        shared_template_share=c.shared_signature_share,
+        timing_sync=c.timing_sync,
+        timing_regularity=c.timing_regularity,
+        fitted_at=_timestamp(c.fitted_at),
+        lineage=list(c.lineage),
+        label=int(r.label) if r.label is not None else 0,
+        daily_budget=r.daily_budget,
+        enforced=r.enforced,
+    )
 
 
 def to_explanation(e: Explanation) -> pb.ExplainAccountResponse:
@@ -392,7 +482,8 @@ def to_explanation(e: Explanation) -> pb.ExplainAccountResponse:
         features=[pb.Feature(name=n, value=v) for n, v in e.features],
         feature_schema_version=FEATURE_SCHEMA_VERSION,
         membership_probability=e.probability,
-        nearest_members=[pb.Neighbour(account_id=a, distance=d) for a, d in e.nearest])
+        nearest_members=[pb.Neighbour(account_id=a, distance=d) for a, d in e.nearest],
+    )
     if e.cluster is not None:
         response.cluster.CopyFrom(to_cluster(e.cluster))
     if e.last_decision is not None:
@@ -402,10 +493,16 @@ def to_explanation(e: Explanation) -> pb.ExplainAccountResponse:
 
 def to_model_info(m: ModelInfo) -> pb.GetModelInfoResponse:
     response = pb.GetModelInfoResponse(
-        clustering_enabled=m.enabled, model_version=m.version, fit_seconds=m.fit_seconds,
-        accounts=m.accounts, clusters=m.clusters, noise_accounts=m.noise_accounts,
-        pending_accounts=m.pending, feature_schema_version=FEATURE_SCHEMA_VERSION,
-        feature_names=list(FEATURE_NAMES))
+        clustering_enabled=m.enabled,
+        model_version=m.version,
+        fit_seconds=m.fit_seconds,
+        accounts=m.accounts,
+        clusters=m.clusters,
+        noise_accounts=m.noise_accounts,
+        pending_accounts=m.pending,
+        feature_schema_version=FEATURE_SCHEMA_VERSION,
+        feature_names=list(FEATURE_NAMES),
+    )
     if m.version:
         response.fitted_at.CopyFrom(_timestamp(m.fitted_at))
     if m.params is not None:

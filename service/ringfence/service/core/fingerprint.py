@@ -11,19 +11,47 @@ import ua_parser
 from ringfence.service.core.identity import Hasher
 from ringfence.service.core.model import ClientKind, DeviceAnalysis, Fingerprint
 
-BROWSER_FAMILIES = frozenset({
-    "Chrome", "Chrome Mobile", "Chrome Mobile iOS", "Chromium", "Firefox", "Firefox Mobile",
-    "Firefox iOS", "Safari", "Mobile Safari", "Edge", "Edge Mobile", "Opera", "Brave",
-    "Samsung Internet", "Yandex Browser", "Vivaldi",
-})
-CHROMIUM_FAMILIES = frozenset({"Chrome", "Chrome Mobile", "Chromium", "Edge", "Opera", "Brave",
-                               "Samsung Internet", "Yandex Browser", "Vivaldi"})
+BROWSER_FAMILIES = frozenset(
+    {
+        "Chrome",
+        "Chrome Mobile",
+        "Chrome Mobile iOS",
+        "Chromium",
+        "Firefox",
+        "Firefox Mobile",
+        "Firefox iOS",
+        "Safari",
+        "Mobile Safari",
+        "Edge",
+        "Edge Mobile",
+        "Opera",
+        "Brave",
+        "Samsung Internet",
+        "Yandex Browser",
+        "Vivaldi",
+    }
+)
+CHROMIUM_FAMILIES = frozenset(
+    {
+        "Chrome",
+        "Chrome Mobile",
+        "Chromium",
+        "Edge",
+        "Opera",
+        "Brave",
+        "Samsung Internet",
+        "Yandex Browser",
+        "Vivaldi",
+    }
+)
 FIREFOX_FAMILIES = frozenset({"Firefox", "Firefox Mobile"})
 # Well-known JA4s of HTTP libraries (public values; see docs/fingerprints.md).
-SCRIPT_JA4 = frozenset({
-    "t13d181000_85036bcba153_d41ae481755e",  # python-requests / urllib3
-    "t13d190900_9dc949149365_97f8aa674fd9",  # Go net/http
-})
+SCRIPT_JA4 = frozenset(
+    {
+        "t13d181000_85036bcba153_d41ae481755e",  # python-requests / urllib3
+        "t13d190900_9dc949149365_97f8aa674fd9",  # Go net/http
+    }
+)
 # Headers every mainstream browser sends on a fetch/XHR to an API.
 BROWSER_HEADERS = frozenset({"user-agent", "accept", "accept-encoding", "accept-language"})
 
@@ -56,8 +84,18 @@ def _ja4_has_no_alpn(ja4: str) -> bool:
 
 
 ANALYSIS_CACHE_SIZE = 4096  # distinct fingerprints whose analysis is kept (about 1.5 KB each)
-_Parts = tuple[str, str, str, tuple[str, ...], str, str, str, str, tuple[tuple[str, str], ...],
-               tuple[tuple[str, str], ...]]
+_Parts = tuple[
+    str,
+    str,
+    str,
+    tuple[str, ...],
+    str,
+    str,
+    str,
+    str,
+    tuple[tuple[str, str], ...],
+    tuple[tuple[str, str], ...],
+]
 
 
 class FingerprintAnalyzer:
@@ -74,10 +112,18 @@ class FingerprintAnalyzer:
 
     def analyze(self, fp: Fingerprint) -> DeviceAnalysis:
         extra, attributes = fp.extra_fingerprints, fp.attributes
-        parts: _Parts = (fp.ja4, fp.ja3, fp.user_agent, tuple(fp.header_names), fp.sdk_name,
-                         fp.sdk_version, fp.device_id, fp.accept_language,
-                         tuple(extra.items()) if extra else (),
-                         tuple(attributes.items()) if attributes else ())
+        parts: _Parts = (
+            fp.ja4,
+            fp.ja3,
+            fp.user_agent,
+            tuple(fp.header_names),
+            fp.sdk_name,
+            fp.sdk_version,
+            fp.device_id,
+            fp.accept_language,
+            tuple(extra.items()) if extra else (),
+            tuple(attributes.items()) if attributes else (),
+        )
         cache = self._cache
         analysis = cache.get(parts)
         if analysis is not None:
@@ -93,15 +139,23 @@ class FingerprintAnalyzer:
         family, major, os_family = _parse_ua(fp.user_agent) if fp.user_agent else ("", "", "")
         headers = tuple(map(str.lower, fp.header_names))
         kind = _client_kind(fp, family)
-        stack = "\x1f".join((
-            fp.ja4.lower(), fp.ja3.lower(), family, major, os_family, ",".join(headers),
-            fp.sdk_name.lower(), fp.sdk_version.split(".", 1)[0], fp.accept_language.lower(),
-            ";".join(f"{k}={v}" for k, v in sorted(fp.extra_fingerprints.items())),
-            ";".join(f"{k}={v}" for k, v in sorted(fp.attributes.items())),
-        ))
+        stack = "\x1f".join(
+            (
+                fp.ja4.lower(),
+                fp.ja3.lower(),
+                family,
+                major,
+                os_family,
+                ",".join(headers),
+                fp.sdk_name.lower(),
+                fp.sdk_version.split(".", 1)[0],
+                fp.accept_language.lower(),
+                ";".join(f"{k}={v}" for k, v in sorted(fp.extra_fingerprints.items())),
+                ";".join(f"{k}={v}" for k, v in sorted(fp.attributes.items())),
+            )
+        )
         stack_key = self._hasher.hexdigest("stack", stack)
-        device_key = (self._hasher.hexdigest("device", fp.device_id) if fp.device_id
-                      else stack_key)
+        device_key = self._hasher.hexdigest("device", fp.device_id) if fp.device_id else stack_key
         return DeviceAnalysis(
             device_key=device_key,
             stack_key=stack_key,
@@ -141,6 +195,7 @@ def _inconsistencies(fp: Fingerprint, family: str, headers: tuple[str, ...]) -> 
         client_hints = any(h.startswith("sec-ch-ua") for h in headers)
         # Chromium sends client hints on every secure request; Firefox and Safari never do.
         if (family in CHROMIUM_FAMILIES and not client_hints) or (
-                family not in CHROMIUM_FAMILIES and client_hints):
+            family not in CHROMIUM_FAMILIES and client_hints
+        ):
             found.append(FP_HEADERS_CONTRADICT_UA)
     return tuple(found)

@@ -79,18 +79,20 @@ def _window_sum(buckets: array[int], heads: array[int], tier: int, now: float) -
     off = _TIER_OFFSETS[tier]
     a, b = off + lo % size, off + hi % size
     if a <= b:  # one contiguous run of the ring (sum over an array slice runs at C speed)
-        return sum(buckets[a:b + 1])
-    return sum(buckets[a:off + size]) + sum(buckets[off:b + 1])
+        return sum(buckets[a : b + 1])
+    return sum(buckets[a : off + size]) + sum(buckets[off : b + 1])
 
 
 def _window_counts(buckets: array[int], heads: array[int], now: float) -> WindowCounts:
-    if int(now // 60) == heads[0] and int(now // 300) == heads[1] \
-            and int(now // 3600) == heads[2]:
+    if int(now // 60) == heads[0] and int(now // 300) == heads[1] and int(now // 3600) == heads[2]:
         # ``now`` is in the newest bucket of every tier (as right after recording an event
         # at ``now``), so each window is its whole ring.
         return WindowCounts(sum(buckets[0:5]), sum(buckets[5:17]), sum(buckets[17:41]))
-    return WindowCounts(_window_sum(buckets, heads, 0, now), _window_sum(buckets, heads, 1, now),
-                        _window_sum(buckets, heads, 2, now))
+    return WindowCounts(
+        _window_sum(buckets, heads, 0, now),
+        _window_sum(buckets, heads, 1, now),
+        _window_sum(buckets, heads, 2, now),
+    )
 
 
 class WindowCounter:
@@ -101,8 +103,7 @@ class WindowCounter:
 
     __slots__ = ("buckets", "heads")
 
-    def __init__(self, buckets: array[int] | None = None,
-                 heads: array[int] | None = None) -> None:
+    def __init__(self, buckets: array[int] | None = None, heads: array[int] | None = None) -> None:
         self.buckets = array("I", bytes(4 * _N_BUCKETS)) if buckets is None else buckets
         self.heads = _new_heads() if heads is None else heads
 
@@ -245,11 +246,20 @@ def event_from_log(e: ScoredEvent, account_token: int, country_token: int) -> Ac
     if signature is not None and signature < 0:  # stored as signed 64-bit
         signature += 1 << 64
     return AccountEvent(
-        t=e.event_time, account_token=account_token, ip_token=token_of(e.ip_hash),
-        prefix_token=token_of(e.prefix_hash), asn=e.asn or 0, country_token=country_token,
-        device_token=token_of(e.device_key), stack_token=token_of(e.stack_key),
-        content_signature=signature, anonymized=e.anonymized, task=e.task,
-        input_tokens=e.input_tokens, output_tokens=e.output_tokens)
+        t=e.event_time,
+        account_token=account_token,
+        ip_token=token_of(e.ip_hash),
+        prefix_token=token_of(e.prefix_hash),
+        asn=e.asn or 0,
+        country_token=country_token,
+        device_token=token_of(e.device_key),
+        stack_token=token_of(e.stack_key),
+        content_signature=signature,
+        anonymized=e.anonymized,
+        task=e.task,
+        input_tokens=e.input_tokens,
+        output_tokens=e.output_tokens,
+    )
 
 
 # The account's key sets, in their stored order, and how many keys each keeps.
@@ -284,9 +294,22 @@ class AccountProfile:
     minute each key was last seen); reading one of those attributes gives a RecentKeys copy.
     """
 
-    __slots__ = ("_counts", "_heads", "_keys", "_seen", "anonymized", "created_at",
-                 "first_seen", "gap_count", "gap_log_sq", "gap_log_sum", "input_tokens",
-                 "last_seen", "output_tokens", "total")
+    __slots__ = (
+        "_counts",
+        "_heads",
+        "_keys",
+        "_seen",
+        "anonymized",
+        "created_at",
+        "first_seen",
+        "gap_count",
+        "gap_log_sq",
+        "gap_log_sum",
+        "input_tokens",
+        "last_seen",
+        "output_tokens",
+        "total",
+    )
 
     def __init__(self, t: float) -> None:
         self.first_seen = t
@@ -322,7 +345,7 @@ class AccountProfile:
 
     def _key_set(self, which: int) -> RecentKeys:
         counts = self._counts
-        start = sum(counts[_SIZES:_SIZES + which])
+        start = sum(counts[_SIZES : _SIZES + which])
         stop = start + counts[_SIZES + which]
         keys = RecentKeys(_CAPACITY[which])
         keys.keys = self._keys[start:stop]
@@ -452,10 +475,20 @@ class AccountProfile:
 
     # --- stored form (version 2; the layout predates the flat arrays and is unchanged) -----
     def to_bytes(self) -> bytes:
-        head = struct.pack(_ACCOUNT_HEAD, 2, self.first_seen, self.last_seen, self.total,
-                           self.input_tokens, self.output_tokens, self.anonymized,
-                           -1.0 if self.created_at is None else self.created_at,
-                           self.gap_count, self.gap_log_sum, self.gap_log_sq)
+        head = struct.pack(
+            _ACCOUNT_HEAD,
+            2,
+            self.first_seen,
+            self.last_seen,
+            self.total,
+            self.input_tokens,
+            self.output_tokens,
+            self.anonymized,
+            -1.0 if self.created_at is None else self.created_at,
+            self.gap_count,
+            self.gap_log_sum,
+            self.gap_log_sq,
+        )
         counts, keys, seen = self._counts, self._keys, self._seen
         parts = [head, self._heads.tobytes(), counts[:_STORED_COUNTS].tobytes()]
         start = 0
@@ -474,8 +507,9 @@ class AccountProfile:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountProfile:
-        (version, first, last, total, tin, tout, anon, created, gaps, gap_sum,
-         gap_sq) = struct.unpack_from(_ACCOUNT_HEAD, data)
+        (version, first, last, total, tin, tout, anon, created, gaps, gap_sum, gap_sq) = (
+            struct.unpack_from(_ACCOUNT_HEAD, data)
+        )
         if version != 2:
             raise ValueError(f"unknown account profile version {version}")
         p = cls(first)
@@ -484,18 +518,18 @@ class AccountProfile:
         p.created_at = None if created < 0 else created
         p.gap_count, p.gap_log_sum, p.gap_log_sq = gaps, gap_sum, gap_sq
         pos = _ACCOUNT_HEAD_SIZE
-        p._heads = array("q", data[pos:pos + 24])
+        p._heads = array("q", data[pos : pos + 24])
         pos += 24
-        counts = array("I", data[pos:pos + 4 * _STORED_COUNTS])
+        counts = array("I", data[pos : pos + 4 * _STORED_COUNTS])
         pos += 4 * _STORED_COUNTS
         sizes, evicted = [], []
         keys, seen = array("Q"), array("I")
         for _ in _CAPACITY:
             _capacity, n, ev = _KEYS_HEAD.unpack_from(data, pos)
             pos += 8
-            keys.frombytes(data[pos:pos + 8 * n])
+            keys.frombytes(data[pos : pos + 8 * n])
             pos += 8 * n
-            seen.frombytes(data[pos:pos + 4 * n])
+            seen.frombytes(data[pos : pos + 4 * n])
             pos += 4 * n
             sizes.append(n)
             evicted.append(ev)
@@ -512,8 +546,16 @@ class SharedProfile:
     each was last seen are arrays of this object; ``windows`` is a view on them and
     ``accounts`` a RecentKeys copy."""
 
-    __slots__ = ("_buckets", "_heads", "_keys", "_seen", "evicted", "first_seen", "last_seen",
-                 "total")
+    __slots__ = (
+        "_buckets",
+        "_heads",
+        "_keys",
+        "_seen",
+        "evicted",
+        "first_seen",
+        "last_seen",
+        "total",
+    )
 
     def __init__(self, t: float) -> None:
         self.first_seen = t
@@ -568,11 +610,16 @@ class SharedProfile:
 
     def to_bytes(self) -> bytes:
         keys = self._keys
-        return b"".join((
-            _SHARED_HEAD.pack(1, self.first_seen, self.last_seen, self.total),
-            self._heads.tobytes(), self._buckets.tobytes(),
-            _KEYS_HEAD.pack(SHARED_CAPACITY, len(keys), min(self.evicted, _U32_MAX)),
-            keys.tobytes(), self._seen.tobytes()))
+        return b"".join(
+            (
+                _SHARED_HEAD.pack(1, self.first_seen, self.last_seen, self.total),
+                self._heads.tobytes(),
+                self._buckets.tobytes(),
+                _KEYS_HEAD.pack(SHARED_CAPACITY, len(keys), min(self.evicted, _U32_MAX)),
+                keys.tobytes(),
+                self._seen.tobytes(),
+            )
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SharedProfile:
@@ -582,18 +629,23 @@ class SharedProfile:
         p = cls(first)
         p.last_seen, p.total = last, total
         pos = _SHARED_HEAD.size
-        p._heads = array("q", data[pos:pos + 24])
-        p._buckets = array("I", data[pos + 24:pos + 24 + 4 * _N_BUCKETS])
+        p._heads = array("q", data[pos : pos + 24])
+        p._buckets = array("I", data[pos + 24 : pos + 24 + 4 * _N_BUCKETS])
         pos += 24 + 4 * _N_BUCKETS
         _capacity, n, p.evicted = _KEYS_HEAD.unpack_from(data, pos)
         pos += _KEYS_HEAD.size
-        p._keys = array("Q", data[pos:pos + 8 * n])
-        p._seen = array("I", data[pos + 8 * n:pos + 12 * n])
+        p._keys = array("Q", data[pos : pos + 8 * n])
+        p._seen = array("I", data[pos + 8 * n : pos + 12 * n])
         return p
 
 
-def linkage(account: AccountProfile, device: SharedProfile, prefix: SharedProfile,
-            now: float, identity_changed: bool = False) -> Linkage:
+def linkage(
+    account: AccountProfile,
+    device: SharedProfile,
+    prefix: SharedProfile,
+    now: float,
+    identity_changed: bool = False,
+) -> Linkage:
     """The scorer's view of the three profiles a request touched (24 h windows)."""
     since = minute_of(now) - DAY_MINUTES
     ips, prefixes, asns, countries, devices, _, _ = account.distinct_since(since)
