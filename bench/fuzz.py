@@ -66,6 +66,7 @@ ALLOWED_BESIDES_OK = {
     "ReloadModel": {"INVALID_ARGUMENT", "FAILED_PRECONDITION"},
     "Check": {"INVALID_ARGUMENT"},
     "ShouldRateLimit": {"INVALID_ARGUMENT"},
+    "StreamDecisions": {"INVALID_ARGUMENT"},
 }
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # RESOURCE_EXHAUSTED is allowed only above it (transport)
 MAX_DEPTH = 4
@@ -362,11 +363,13 @@ class Run:
             m
             for s in services
             for m in s.methods
-            if not m.client_streaming and not m.server_streaming
+            if not m.client_streaming
         ]
         self.channel = grpc.insecure_channel(server.target)
         self.calls = {
-            m.name: self.channel.unary_unary(f"/{m.containing_service.full_name}/{m.name}")
+            m.name: (self.channel.unary_stream if m.server_streaming else self.channel.unary_unary)(
+                f"/{m.containing_service.full_name}/{m.name}"
+            )
             for m in self.methods
         }
         self.generator = Generator(server.known)
@@ -383,7 +386,7 @@ class Run:
         method = self.methods[src.int(0, len(self.methods) - 1)]
         data = self.generator.request(src, method.input_type)
         try:
-            reply = self.calls[method.name](data, timeout=30)
+            reply = self._call(method, data)
         except grpc.RpcError as err:
             code = err.code().name
             self.counts[method.name, code] += 1
@@ -405,6 +408,20 @@ class Run:
                 self.fail(f"ScoreBatch item answered {bad[0]}")
         elif method.name == "Score" and not 0.0 <= response.risk_score <= 1.0:
             self.fail(f"Score risk_score {response.risk_score}")
+
+    def _call(self, method: Any, data: bytes) -> bytes:
+        """A unary call's answer; for a server stream (StreamDecisions) its first message, then
+        the call is cancelled (the subscription would otherwise run until its deadline)."""
+        if not method.server_streaming:
+            return self.calls[method.name](data, timeout=30)
+        stream = self.calls[method.name](data, timeout=10)
+        try:
+            return next(stream)
+        except StopIteration:
+            self.fail(f"{method.name}: the stream ended without a first message")
+            return b""
+        finally:
+            stream.cancel()
 
     def fail(self, message: str) -> None:
         self.failures.append(message)

@@ -135,6 +135,25 @@ async def test_a_bad_filter_is_invalid_argument_naming_the_field(stub, request_,
     assert {v.field for v in bad.field_violations} == fields
 
 
+
+async def test_thousands_of_bad_scopes_still_get_invalid_argument(stub):
+    """Found by bench/fuzz.py: one violation per bad value made a ~100 KB status trailer that
+    the client refused (it saw RESOURCE_EXHAUSTED). The details now list the first 20."""
+    request_ = pb.StreamDecisionsRequest(scopes=[7 + i for i in range(5_000)])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.StreamDecisions(request_, timeout=5):
+            pass
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(err.value)
+    bad = error_details_pb2.BadRequest()
+    assert status is not None and status.details[0].Unpack(bad)
+    fields = [v.field for v in bad.field_violations]
+    assert fields[:20] == [f"scopes[{i}]" for i in range(20)]
+    assert fields[20] == "scopes[20]"
+    assert "4980 more" in bad.field_violations[20].description
+    assert len(fields) == 21
+
+
 async def test_heartbeats_keep_a_quiet_stream_alive(start_app):
     app = await start_app(decision_stream_heartbeat_s=0.05)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:

@@ -11,6 +11,7 @@ still SERVING at the end. The long run (≥100k cases, atheris) is bench/fuzz.py
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
@@ -327,6 +328,52 @@ async def test_random_bytes_get_ok_or_a_documented_status(fuzz_target, method):
     rng = random.Random(method.name)  # the same bytes every run
     for _ in range(15):
         await call(fuzz_target, method, rng.randbytes(rng.choice((1, 7, 64, 1500))))
+
+
+STREAM = pb.DESCRIPTOR.services_by_name["RiskService"].methods_by_name["StreamDecisions"]
+
+
+async def open_stream(channel: grpc.aio.Channel, data: bytes) -> Code:
+    """StreamDecisions with hostile bytes: the first message (SNAPSHOT_END or a snapshot entry)
+    parses as a DecisionEvent, or the stream ends with INVALID_ARGUMENT; then we hang up."""
+    rpc = channel.unary_stream("/ringfence.v1.RiskService/StreamDecisions")  # bytes in and out
+    call = rpc(data, timeout=30)
+    try:
+        first = await asyncio.wait_for(call.read(), timeout=10)
+    except grpc.aio.AioRpcError as err:
+        oversize = err.code() is Code.RESOURCE_EXHAUSTED and len(data) > MAX_MESSAGE_BYTES
+        assert oversize or err.code() is Code.INVALID_ARGUMENT, (
+            err.code(),
+            err.details()[:300],
+        )
+        SEEN["StreamDecisions", err.code().name] += 1
+        return err.code()
+    finally:
+        call.cancel()
+    assert first is not grpc.aio.EOF, "the stream ended without a first event"
+    event = pb.DecisionEvent.FromString(first)
+    assert event.kind != pb.DecisionEvent.KIND_UNSPECIFIED, event
+    SEEN["StreamDecisions", "OK"] += 1
+    return Code.OK
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_stream_decisions_generated_requests(fuzz_target, data):
+    await open_stream(fuzz_target, data.draw(wire_request(STREAM.input_type)))
+
+
+async def test_stream_decisions_random_bytes(fuzz_target):
+    rng = random.Random("StreamDecisions")
+    codes = Counter()
+    for _ in range(15):
+        codes[await open_stream(fuzz_target, rng.randbytes(rng.choice((1, 7, 64, 1500))))] += 1
+    assert sum(codes.values()) == 15
 
 
 async def test_the_server_is_still_serving(fuzz_target):

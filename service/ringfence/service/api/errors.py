@@ -42,11 +42,31 @@ INTERNAL_MESSAGE = "internal error; the server logged the cause"
 # Messages quote what the client sent (an unknown account id, say); a 200 KB id must not become
 # a 200 KB trailer the client's HTTP/2 layer refuses (it then sees RESOURCE_EXHAUSTED instead).
 MAX_MESSAGE = 1024
+# The same for the BadRequest details (grpc-status-details-bin): a request with 10,000 bad
+# repeated values would otherwise list 10,000 violations, ~100 KB past the 16 KB trailer limit.
+MAX_VIOLATIONS = 20
+MAX_FIELD = 256
 
 
 def _message(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "… (truncated)"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "… (truncated)"
+
+
+def _violations(exc: InvalidInput) -> list[tuple[str, str]]:
+    """(field, description) pairs to send: the first MAX_VIOLATIONS, then one line counting
+    the rest, each part capped so the whole fits well inside a trailer."""
+    shown = [(_cut(v.field, MAX_FIELD), _cut(v.description, MAX_FIELD))
+             for v in exc.violations[:MAX_VIOLATIONS]]
+    rest = len(exc.violations) - len(shown)
+    if rest > 0:
+        field = _cut(exc.violations[MAX_VIOLATIONS].field, MAX_FIELD)
+        shown.append((field, f"and {rest} more invalid fields, not listed"))
+    return shown
 
 
 def rich_status(exc: Exception) -> grpc.Status:
@@ -57,9 +77,8 @@ def rich_status(exc: Exception) -> grpc.Status:
             if isinstance(exc, InvalidInput):
                 detail = any_pb2.Any()
                 detail.Pack(error_details_pb2.BadRequest(field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description)
-                    for v in exc.violations]))
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in _violations(exc)]))
                 status.details.append(detail)
             return rpc_status.to_status(status)
     log.error("unexpected error while serving a request", exc_info=exc)
@@ -71,9 +90,8 @@ def item_error(exc: Exception) -> pb.ItemError:
     """The error of one batch item (same mapping, as a message inside the response)."""
     for kind, _, code in _CODES:
         if isinstance(exc, kind):
-            violations = exc.violations if isinstance(exc, InvalidInput) else ()
+            violations = _violations(exc) if isinstance(exc, InvalidInput) else []
             return pb.ItemError(code=code, message=_message(exc), field_violations=[
-                pb.FieldViolation(field=v.field, description=v.description)
-                for v in violations])
+                pb.FieldViolation(field=f, description=d) for f, d in violations])
     log.error("unexpected error while scoring a batch item", exc_info=exc)
     return pb.ItemError(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)
