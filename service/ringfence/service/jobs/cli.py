@@ -49,9 +49,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                     help="embedded: this process (default); dask: partitions as dask tasks")
     rc.add_argument("--scheduler", help="dask scheduler address (tcp://host:8786); without "
                                         "it --engine dask starts a local cluster")
-    rc.add_argument("--workers", type=int, default=2,
-                    help="workers of the local dask cluster (default 2); with --scheduler, "
-                         "the parallelism the default --partitions plans for")
+    rc.add_argument("--workers", type=int,
+                    help="embedded: worker processes aggregating partitions (default: the "
+                         "cores this process may use, e.g. under taskset); dask: workers of "
+                         "the local cluster (default 2), or with --scheduler the parallelism "
+                         "the default --partitions plans for")
     rc.add_argument("--partitions", type=int, help="account partitions (default: one per "
                                                    "million events, at least two per worker)")
     rc.add_argument("--model-dir", type=Path, help="publish here (default: RINGFENCE_MODEL_DIR "
@@ -60,7 +62,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                                                   "DATA_DIR/recluster-work)")
     rc.add_argument("--report", type=Path, metavar="PATH.html", help="write the cluster report")
     rc.add_argument("--fit-jobs", type=int, help="HDBSCAN core-distance threads (default: "
-                                                 "the machine's cores, at most 4)")
+                                                 "the usable cores, at most 4)")
     rc.add_argument("--force", action="store_true", help="fit and publish even if these "
                                                          "inputs were published already")
     rc.add_argument("--ignore-previous", action="store_true",
@@ -147,8 +149,12 @@ def _recluster(args: argparse.Namespace, settings: Any) -> int:
     from ringfence.service.jobs.engines import DaskEngine, EmbeddedEngine, Engine
     from ringfence.service.jobs.recluster import ReclusterOptions, recluster
 
-    engine: Engine = (DaskEngine(args.scheduler, args.workers) if args.engine == "dask"
-                      else EmbeddedEngine())
+    if args.workers is not None and args.workers < 1:
+        from ringfence.service.jobs import JobError
+
+        raise JobError(f"--workers must be at least 1, not {args.workers}")
+    engine: Engine = (DaskEngine(args.scheduler, args.workers or 2) if args.engine == "dask"
+                      else EmbeddedEngine(args.workers))
     options = ReclusterOptions(
         since=args.since, until=args.until, partitions=args.partitions,
         work_dir=args.work_dir, report=args.report, force=args.force,

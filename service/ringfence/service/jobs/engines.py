@@ -1,17 +1,24 @@
-"""Where the recluster job's partitions run: in this process (``embedded``, the default) or
-on a dask.distributed cluster (``dask``). Only the aggregation is distributed; the driver fits
-HDBSCAN on the assembled snapshot, because HDBSCAN's hierarchy needs every point at once."""
+"""Where the recluster job's partitions run: on this machine (``embedded``, the default: a
+small process pool sized to the cores this process may use) or on a dask.distributed cluster
+(``dask``). Only the aggregation is distributed; the driver fits HDBSCAN on the assembled
+snapshot, because HDBSCAN's hierarchy needs every point at once."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import multiprocessing
+import os
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
 from typing import Any, Protocol
 
 from ringfence.service.jobs import JobError
 from ringfence.service.jobs.aggregate import PartitionResult, PartitionTask, aggregate_partition
+from ringfence.service.jobs.sources import in_process_only
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +34,74 @@ class Engine(Protocol):
         ...
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset),
+    capped by a cgroup CPU limit (a Kubernetes ``limits.cpu``, rounded up) — not the machine's
+    count, which a container's limits do not change."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by this cgroup's quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None
+    when there is none or it cannot be read."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
 class EmbeddedEngine:
-    """Partitions one after the other in this process (memory: one partition at a time)."""
+    """Partitions on this machine: ``workers`` at a time in a process pool (default: one per
+    usable core), or one after the other in this process when ``workers`` is 1, there is
+    only one partition, or the source lives in this process (``memory://``). Partitions are
+    independent and each is aggregated by the same function whichever process runs it, so
+    the results do not depend on ``workers``. Memory: one profile per worker at a time, plus
+    the finished partitions' reduced arrays."""
 
     name = "embedded"
-    parallelism = 1
+
+    def __init__(self, workers: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise JobError(f"--workers must be at least 1, not {workers}")
+        self.workers = workers or usable_cores()
+        self.parallelism = self.workers
 
     def run(self, tasks: Sequence[PartitionTask], on_result: OnResult) -> None:
-        for task in tasks:
-            on_result(aggregate_partition(task))
+        workers = min(self.workers, len(tasks))
+        if workers <= 1 or any(in_process_only(task.source) for task in tasks):
+            for task in tasks:
+                on_result(aggregate_partition(task))
+            return
+        # forkserver: a clean child even when the caller runs threads (a server, a test's
+        # gRPC channel), without re-running the caller's __main__ as spawn would.
+        context = multiprocessing.get_context(
+            "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+        log.info("embedded engine: %d partitions on %d worker processes", len(tasks), workers)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            pending: set[Future[PartitionResult]] = {
+                pool.submit(aggregate_partition, task) for task in tasks}
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        on_result(future.result())
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
 
 class DaskEngine:

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from ringfence.service.jobs.aggregate import (
     PartitionTask,
     country_tokens,
 )
-from ringfence.service.jobs.engines import EmbeddedEngine, Engine
+from ringfence.service.jobs.engines import EmbeddedEngine, Engine, usable_cores
 from ringfence.service.jobs.files import write_atomic
 from ringfence.service.jobs.progress import Progress
 from ringfence.service.jobs.snapshot import assemble
@@ -65,7 +64,7 @@ class ReclusterOptions:
     force: bool = False  # publish even if the same inputs were published already
     ignore_previous: bool = False  # fit without the latest model (new cluster ids)
     keep_work: bool = False
-    fit_jobs: int | None = None  # hdbscan core_dist_n_jobs; None: the machine's cores (≤ 4)
+    fit_jobs: int | None = None  # hdbscan core_dist_n_jobs; None: the usable cores (≤ 4)
     progress_bar: bool | None = None  # None: a bar on a terminal, log lines otherwise
 
 
@@ -116,10 +115,10 @@ def model_dir(settings: Settings) -> Path:
 
 
 def cluster_params(settings: Settings, window: Window, fit_jobs: int | None) -> ClusterParams:
-    jobs = fit_jobs or max(1, min(4, os.cpu_count() or 1))
+    jobs = fit_jobs or min(4, usable_cores())
     return ClusterParams(min_cluster_size=settings.cluster_min_cluster_size,
                          min_samples=settings.cluster_min_samples, window_days=window.days,
-                         core_dist_n_jobs=jobs)
+                         core_dist_n_jobs=jobs, backend=settings.cluster_backend)
 
 
 def fingerprint(key: bytes, window: Window, params: ClusterParams,

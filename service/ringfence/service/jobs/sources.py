@@ -277,6 +277,13 @@ def _arrow_batches(conn: Any, sql: str, params: Sequence[Any], name: str) -> Ite
         raise JobError(f"cannot read Parquet input {name}: {str(exc).splitlines()[0]}") from None
 
 
+def in_process_only(source: EventSource) -> bool:
+    """True when another process cannot read ``source``: Parquet in fsspec's ``memory://``
+    filesystem, which lives in this process (tests, notebooks)."""
+    return isinstance(source, ParquetSource) and any(
+        url.startswith("memory://") for url in source.urls)
+
+
 def _protocols(fs: Any) -> tuple[str, ...]:
     protocol = fs.protocol
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
