@@ -405,6 +405,7 @@ def drive(
     assert before is not None
     results = group.results(spec.timeout_s + 60)
     out = summarize(spec, results, cpu_delta(before, after, server.pid, pids[1:]), keep_samples)
+    out["window_monotonic"] = (window, end)  # for picking the server's stalls in this phase
     if rss_every_s:
         out["rss"] = [(round(s.t, 2), s.server, s.children) for s in rss]
     return out

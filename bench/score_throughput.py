@@ -56,7 +56,7 @@ from harness import (
     running_server,
     slope_per_minute,
 )
-from servers import KINDS
+from servers import KINDS, stalls_between
 
 from ringfence.service.settings import Settings
 
@@ -216,6 +216,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "others (needs 2+ CPUs): one core per server, steadier figures",
     )
     g.add_argument(
+        "--server-cpus",
+        type=_cpus,
+        default=None,
+        metavar="LIST",
+        help="pin every server to these CPUs (e.g. 0,1 or 0-1) instead of the first usable "
+        "one; the clients get --client-cpus, or every other usable CPU",
+    )
+    g.add_argument(
+        "--client-cpus",
+        type=_cpus,
+        default=None,
+        metavar="LIST",
+        help="pin the client processes to these CPUs (with --server-cpus)",
+    )
+    g.add_argument(
         "--score-setting",
         metavar="NAME=VALUE",
         action="append",
@@ -249,6 +264,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _cpus(text: str) -> frozenset[int]:
+    """``0,1`` or ``2-9`` or a mix, as taskset -c takes them."""
+    out: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return frozenset(out)
+
+
 def _setting(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or name not in Settings.model_fields:
@@ -271,6 +295,9 @@ class Bench:
         usable = sorted(os.sched_getaffinity(0))
         self.server_cpus = {usable[0]} if args.pin and len(usable) > 1 else None
         self.client_cpus = frozenset(usable[1:]) if self.server_cpus else None
+        if args.server_cpus:
+            self.server_cpus = set(args.server_cpus)
+            self.client_cpus = frozenset(args.client_cpus or set(usable) - self.server_cpus)
         self.spec = loadgen.LoadSpec(
             mode="closed",
             warmup_s=args.warmup,
@@ -379,6 +406,17 @@ def load(b: Bench, report: dict[str, Any]) -> None:
                         report["open"]["best_score_rps"] = best
                 for r in mine:
                     r["server_stats"] = server.stats
+                if (
+                    kind == "score"
+                    and "open" in report
+                    and server.stats.get("timed_stalls") is not None
+                    and "server_stalls" not in report["open"]
+                ):
+                    report["open"]["server_stalls"] = stalls_between(
+                        server.stats, *report["open"]["window_monotonic"]
+                    )
+                for key in ("timed_stalls", "timed_samples"):
+                    server.stats.pop(key, None)
                 rows.extend(mine)
                 if server.stats:
                     print_stats(server.stats)
@@ -506,7 +544,9 @@ def soak(b: Bench, report: dict[str, Any]) -> None:
             rss_every_s=args.rss_every,
             keep_samples=True,
         )
-    r["server_stats"] = server.stats
+    if server.stats.get("timed_stalls") is not None:
+        r["server_stalls"] = stalls_between(server.stats, *r["window_monotonic"])
+    r["server_stats"] = _untimed(server.stats)
     out["open"] = r
     out["buckets"] = buckets(r, duration, args.bucket)
     rss = r["rss"]
@@ -612,8 +652,13 @@ def _memory_result(variant: str, proc: SpawnProcess, conn: Connection) -> dict[s
 # ---------------------------------------------------------------- printing
 
 
+def _untimed(stats: dict[str, Any]) -> dict[str, Any]:
+    """A server's stats without the stall monitor's timed lists (large; used per window)."""
+    return {k: v for k, v in stats.items() if not k.startswith("timed_")}
+
+
 def print_stats(stats: dict[str, Any]) -> None:
-    plain = {k: v for k, v in stats.items() if k != "stall_samples"}
+    plain = {k: v for k, v in _untimed(stats).items() if k != "stall_samples"}
     print("      server after stop: " + ", ".join(f"{k}={v}" for k, v in plain.items()))
     for where, ms in stats.get("stall_samples", []):
         print(f"        stalled ~{ms} ms in {where}")
@@ -704,6 +749,19 @@ def print_soak(s: dict[str, Any]) -> None:
         f"{TARGET_P99_HALF_LOAD_MS:g} ms at half load)",
         flush=True,
     )
+    _print_window_stalls(r)
+
+
+def _print_window_stalls(r: dict[str, Any]) -> None:
+    stalls = r.get("server_stalls")
+    if stalls is not None:
+        print(
+            f"  server loop stalls > 20 ms in this window: {stalls['stalls']}, "
+            f"{stalls['stalled_s']} s in all, largest {stalls['stall_max_ms']} ms",
+            flush=True,
+        )
+        for where, ms in stalls["stall_samples"]:
+            print(f"    stalled ~{ms} ms in {where}", flush=True)
 
 
 def _children(r: dict[str, Any]) -> str:
@@ -735,6 +793,7 @@ def print_open(r: dict[str, Any], kind: str = "Score") -> None:
         f"errors {r['errors'] or 0}",
         flush=True,
     )
+    _print_window_stalls(r)
 
 
 def print_memory(results: dict[str, Any]) -> None:

@@ -32,7 +32,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
@@ -53,6 +53,7 @@ from ringfence.service.settings import Settings
 from ringfence.v1 import risk_pb2 as pb
 
 KINDS = ("noop", "fixed", "score")
+MAX_KEPT = 20_000  # timed stalls and stack looks kept per server
 FIXED_WINDOW = Budget(requests=600, window_s=60)
 
 
@@ -199,6 +200,11 @@ class StallMonitor:
         self.beat = time.monotonic()
         self.stalls: list[float] = []
         self.where: Counter[str] = Counter()  # stack signature → seconds seen stalled
+        # (monotonic time, seconds) of each stall and (time, signature, seconds) of each look
+        # while late, the latest MAX_KEPT: the parent picks out a phase's window (the monotonic
+        # clock is the same in every process).
+        self.timed_stalls: deque[tuple[float, float]] = deque(maxlen=MAX_KEPT)
+        self.timed_where: deque[tuple[float, str, float]] = deque(maxlen=MAX_KEPT)
         self._main = threading.get_ident()
         self._done = threading.Event()
 
@@ -210,6 +216,7 @@ class StallMonitor:
             late = time.monotonic() - before - self.tick
             if late > self.threshold:
                 self.stalls.append(late)
+                self.timed_stalls.append((before, late))
 
     def watch(self) -> None:
         previous = time.monotonic()
@@ -220,7 +227,9 @@ class StallMonitor:
                 if frame is not None:
                     # Weighted by the time since the last look: this thread itself waits
                     # for the GIL while the loop thread holds it.
-                    self.where[_signature(frame)] += now - previous
+                    where = _signature(frame)
+                    self.where[where] += now - previous
+                    self.timed_where.append((now, where, now - previous))
             previous = now
 
     def stop(self) -> None:
@@ -236,7 +245,24 @@ class StallMonitor:
             "stall_samples": [
                 (where, round(seconds * 1e3)) for where, seconds in self.where.most_common(8)
             ],
+            "timed_stalls": list(self.timed_stalls),
+            "timed_samples": list(self.timed_where),
         }
+
+
+def stalls_between(stats: dict[str, Any], start: float, end: float) -> dict[str, Any]:
+    """The stall figures of ``StallMonitor.report`` for one window of monotonic time."""
+    stalls = sorted(late for t, late in stats.get("timed_stalls", ()) if start <= t < end)
+    where: Counter[str] = Counter()
+    for t, signature, seconds in stats.get("timed_samples", ()):
+        if start <= t < end:
+            where[signature] += seconds
+    return {
+        "stalls": len(stalls),
+        "stalled_s": round(sum(stalls), 3),
+        "stall_max_ms": round(stalls[-1] * 1e3, 1) if stalls else 0.0,
+        "stall_samples": [(w, round(sec * 1e3)) for w, sec in where.most_common(6)],
+    }
 
 
 def _signature(frame: Any) -> str:

@@ -3,7 +3,8 @@ scripts do not rot: the load mode's ScoreBatch and Check pools against the fixed
 server, and the soak mode against the real App with Score (open loop, RSS sampling,
 buckets). Nothing here checks a figure: only that every phase ran, answered without errors
 and wrote its JSON. The accounts mode is left out to keep this short (one more App start and
-a prefill)."""
+a prefill). Also the before/after replay digest (two runs of one tree agree) and the Score
+CPU breakdown (every variant runs)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,60 @@ def test_soak_mode_samples_rss_and_buckets_latency(tmp_path):
     assert len(soak["buckets"]) == 2
     assert soak["open"]["completed"] > 0
     assert len(soak["open"]["rss"]) >= 3
+
+
+@pytest.mark.slow
+def test_replay_digest_is_the_same_for_the_same_tree():
+    # The before/after check for changes that must not change decisions: two runs of one
+    # tree must agree, or comparing two trees would mean nothing.
+    def digest() -> str:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "replay_digest.py"),
+                "--requests",
+                "600",
+                "--place-every",
+                "100",
+                "--refit-every",
+                "300",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        lines = dict(line.split(None, 1) for line in done.stdout.splitlines() if line.strip())
+        assert {"responses", "errors", "events", "state", "all"} <= set(lines)
+        return lines["all"]
+
+    assert digest() == digest()
+
+
+@pytest.mark.slow
+def test_score_breakdown_runs_every_variant():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "score_breakdown.py"),
+            "--rounds",
+            "1",
+            "--warmup",
+            "0.2",
+            "--measure",
+            "0.5",
+            "--clients",
+            "1",
+            "--concurrency",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    for variant in ("noop", "app-constant", "app-convert", "app", "app-steps"):
+        assert f" {variant} " in done.stdout
+    assert "app-steps steps, thread CPU" in done.stdout

@@ -9,11 +9,11 @@ Each App has its own registry, so tests can run several in one process.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -31,7 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ringfence.service import __version__
-from ringfence.service.api.interceptors import method_name, status_name, wrap
+from ringfence.service.api.interceptors import WrappedHandlers, method_name, status_name, wrap
 from ringfence.service.core.model import Action, Decision
 
 if TYPE_CHECKING:
@@ -122,9 +122,14 @@ class Metrics:
                                 registry=r)
         self.risk = Histogram("ringfence_decision_risk_score", "Risk scores returned.",
                               buckets=RISK_BUCKETS, registry=r)
-        for action in Action:  # every series exists from the start, so rate() sees zeros
-            self.decisions.labels(action.name.lower())
-            self.policy_decisions.labels(action.name.lower())
+        # Every series exists from the start, so rate() sees zeros. The labelled children are
+        # kept: looking them up by label values on every call costs more than the increment.
+        self._by_action = {a: self.decisions.labels(a.name.lower()) for a in Action}
+        self._by_policy_action = {a: self.policy_decisions.labels(a.name.lower())
+                                  for a in Action}
+        self._by_reason: dict[str, Any] = {}  # bounded: at most MAX_REASON_CODES + 1 labels
+        self._by_method_code: dict[tuple[str, str], Any] = {}  # methods with a handler × codes
+        self._latency_by_method: dict[str, Any] = {}
         r.register(_StateCollector(clock, cluster_model, dropped_writes, failed_commits))
         self._reason_codes: set[str] = set()
         self._reason_lock = threading.Lock()
@@ -134,15 +139,21 @@ class Metrics:
     # decisions ----------------------------------------------------------------------------
 
     def observe_decision(self, decision: Decision) -> None:
-        self.decisions.labels(decision.action.name.lower()).inc()
-        self.policy_decisions.labels(decision.policy_action.name.lower()).inc()
+        self._by_action[decision.action].inc()
+        self._by_policy_action[decision.policy_action].inc()
         self.risk.observe(decision.risk_score)
         if decision.degraded:
             self.degraded.inc()
         if decision.route_to_fallback:
             self.fallback.inc()
+        by_reason = self._by_reason
         for reason in decision.reasons:
-            self.reasons.labels(self._reason_label(reason.code)).inc()
+            child = by_reason.get(reason.code)
+            if child is None:
+                child = self.reasons.labels(self._reason_label(reason.code))
+                if len(by_reason) <= MAX_REASON_CODES:
+                    by_reason[reason.code] = child
+            child.inc()
 
     def _reason_label(self, code: str) -> str:
         if code in self._reason_codes:
@@ -158,22 +169,20 @@ class Metrics:
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _MetricsInterceptor(self)
 
-    @contextlib.contextmanager
     def _around(self, method: str, unary: bool,
-                context: grpc.aio.ServicerContext) -> Iterator[None]:
-        start = time.perf_counter()
-        self.in_flight.inc()
-        exc: BaseException | None = None
-        try:
-            yield
-        except BaseException as e:
-            exc = e
-            raise
-        finally:
-            self.in_flight.dec()
-            self.requests.labels(method, status_name(context, exc)).inc()
-            if unary:
-                self.latency.labels(method).observe(time.perf_counter() - start)
+                context: grpc.aio.ServicerContext) -> _ObservedCall:
+        latency = None
+        if unary:
+            latency = self._latency_by_method.get(method)
+            if latency is None:
+                latency = self._latency_by_method[method] = self.latency.labels(method)
+        return _ObservedCall(self, method, latency, context)
+
+    def _count(self, method: str, code: str) -> None:
+        child = self._by_method_code.get((method, code))
+        if child is None:
+            child = self._by_method_code[(method, code)] = self.requests.labels(method, code)
+        child.inc()
 
     # exposition ---------------------------------------------------------------------------
 
@@ -196,9 +205,36 @@ class Metrics:
             self._thread = None
 
 
+class _ObservedCall:
+    """Around one call: the in-flight gauge, then its status count and latency."""
+
+    __slots__ = ("_context", "_latency", "_method", "_metrics", "_start")
+
+    def __init__(self, metrics: Metrics, method: str, latency: Any,
+                 context: grpc.aio.ServicerContext) -> None:
+        self._metrics = metrics
+        self._method = method
+        self._latency = latency  # the method's histogram child; None for streaming calls
+        self._context = context
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+        self._metrics.in_flight.inc()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        metrics = self._metrics
+        metrics.in_flight.dec()
+        metrics._count(self._method, status_name(self._context, exc))
+        if self._latency is not None:
+            self._latency.observe(time.perf_counter() - self._start)
+
+
 class _MetricsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any],
@@ -209,5 +245,9 @@ class _MetricsInterceptor(grpc.aio.ServerInterceptor):
             # An unknown method: its name comes from the client, so it is never a label.
             return None
         method = method_name(handler_call_details)
-        unary = not handler.response_streaming
-        return wrap(handler, lambda context: self._metrics._around(method, unary, context))
+
+        def build(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+            unary = not handler.response_streaming
+            return wrap(handler,
+                        lambda context: self._metrics._around(method, unary, context))
+        return self._wrapped.get(method, handler, build)

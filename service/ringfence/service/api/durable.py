@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from ringfence.service.adapters.event_log import EventLogUnavailable
-from ringfence.service.api.interceptors import method_name
+from ringfence.service.api.interceptors import WrappedHandlers, method_name
 
 # What the app hands in: the event log's committed() (None: nothing to wait for).
 Barrier = Callable[[], Awaitable[None] | None]
@@ -43,6 +43,7 @@ class DurableAckInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, barrier: Barrier, methods: frozenset[str] = SCORING_METHODS) -> None:
         self._barrier = barrier
         self._methods = methods
+        self._wrapped = WrappedHandlers()
 
     async def intercept_service(
         self,
@@ -50,12 +51,14 @@ class DurableAckInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
-        if (
-            handler is None
-            or handler.unary_unary is None
-            or method_name(handler_call_details) not in self._methods
-        ):
+        if handler is None or handler.unary_unary is None:
             return handler
+        method = method_name(handler_call_details)
+        if method not in self._methods:
+            return handler
+        return self._wrapped.get(method, handler, self._durable)
+
+    def _durable(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         behavior = handler.unary_unary
         barrier = self._barrier
 

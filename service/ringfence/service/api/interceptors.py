@@ -37,6 +37,26 @@ def method_name(handler_call_details: grpc.HandlerCallDetails) -> str:
     return method.decode() if isinstance(method, bytes) else method
 
 
+class WrappedHandlers:
+    """Each method's wrapped handler, built once instead of on every call. The handler an
+    interceptor gets is the same object call after call (unless an inner interceptor builds
+    one per call: then the newest is kept), so this holds one entry per method that has a
+    handler."""
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(self, method: str, handler: grpc.RpcMethodHandler,
+            build: Callable[[grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+            ) -> grpc.RpcMethodHandler:
+        hit = self._by_method.get(method)
+        if hit is not None and hit[0] is handler:
+            return hit[1]
+        wrapped = build(handler)
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
+
+
 def wrap(handler: grpc.RpcMethodHandler, around: Around) -> grpc.RpcMethodHandler:
     """The same handler (serializers, streaming shape) with ``around`` wrapped round each call."""
     def unary_response(behavior: Callable[..., Any]) -> Callable[..., Any]:

@@ -33,6 +33,25 @@ from ringfence.service.core.volume import VolumeGuard
 _VOLUME_META = "volume_guard"
 
 
+class _HashMemo:
+    """Keyed hashes of values that come back request after request (client IPs, network
+    prefixes, JA4 strings), kept for the next time: a bounded dict, emptied when full."""
+
+    def __init__(self, hasher: Hasher, kind: str, size: int = 4096) -> None:
+        self._hexdigest = hasher.hexdigest
+        self._kind = kind
+        self._size = size
+        self._memo: dict[object, str] = {}
+
+    def __call__(self, value: object) -> str:
+        found = self._memo.get(value)
+        if found is None:
+            if len(self._memo) >= self._size:
+                self._memo.clear()
+            found = self._memo[value] = self._hexdigest(self._kind, str(value))
+        return found
+
+
 class RiskEngine:
     def __init__(self, *, policy: Policy, geoip: GeoIp, store: ProfileStore, events: EventLog,
                  clock: Clock, hasher: Hasher, clusters: ClusterState | None = None,
@@ -43,6 +62,9 @@ class RiskEngine:
         self._events = events
         self._clock = clock
         self._hasher = hasher
+        self._ip_hash = _HashMemo(hasher, "ip")
+        self._prefix_hash = _HashMemo(hasher, "prefix")
+        self._ja4_hash = _HashMemo(hasher, "ja4")
         self._analyzer = FingerprintAnalyzer(hasher)
         self.clusters = clusters
         self._label_store = labels
@@ -69,8 +91,8 @@ class RiskEngine:
         t = obs.context.event_time
         ip = self._geoip.lookup(obs.client_ip)
         device = self._analyzer.analyze(obs.fingerprint)
-        ip_hash = hasher.hexdigest("ip", str(obs.client_ip))
-        prefix_key = hasher.hexdigest("prefix", ip.prefix)
+        ip_hash = self._ip_hash(obs.client_ip)
+        prefix_key = self._prefix_hash(ip.prefix)
         # Profile tokens derive from the hashes the event log keeps, so the batch job rebuilds
         # exactly the same profiles from the log (see profiles.token_of).
         event = AccountEvent(
@@ -133,7 +155,7 @@ class RiskEngine:
             tor=ip.is_tor,
             device_key=device.device_key,
             stack_key=device.stack_key,
-            ja4_hash=hasher.hexdigest("ja4", fp.ja4) if fp.ja4 else "",
+            ja4_hash=self._ja4_hash(fp.ja4) if fp.ja4 else "",
             client_kind=device.client_kind.value,
             ua_family=device.ua_family,
             os_family=device.os_family,
