@@ -3,6 +3,8 @@ profiles built event by event, and the assembled snapshot equals ``build_snapsho
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import KEY_HEX, T_END, make_events, write_log
@@ -40,6 +42,9 @@ def _tasks(source, partitions, window_days):
 @pytest.mark.parametrize("partitions", [1, 3])
 def test_assembled_snapshot_equals_build_snapshot(tmp_path, partitions):
     events = make_events(seed=5, days=2, fleet=30, users=60)
+    # the gateway sends the fleet's creation times (sign-up batches), not the users'
+    events = [dataclasses.replace(e, account_created_at=T_END - 86400 - int(e.account_id[6:]))
+              if e.account_id.startswith("fleet-") else e for e in events]
     source = SqliteSource(write_log(tmp_path / "events.db", events))
     params = ClusterParams(window_days=1.0)  # a window that leaves some accounts out
     previous = {"fleet-1": Assignment("c-old", 0.9), "user-3": Assignment("c-x", 0.5)}
@@ -62,6 +67,8 @@ def test_assembled_snapshot_equals_build_snapshot(tmp_path, partitions):
         for a, b in zip(getattr(got, name), getattr(want, name), strict=True):
             np.testing.assert_array_equal(a, b)
     assert got.previous == want.previous
+    assert want.created_known is not None and want.created_known.any()
+    np.testing.assert_array_equal(got.created_known, want.created_known)
     assert population.account_ids == sorted(reference)
     assert population.daily.sum() == len(events)
     assert list(population.totals) == [reference[a].total for a in population.account_ids]

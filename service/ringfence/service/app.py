@@ -10,11 +10,13 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -37,20 +39,33 @@ from ringfence.service.api.gateway import Gateway, GatewayConfig, parse_trusted_
 from ringfence.service.api.http_check import HttpCheckServer
 from ringfence.service.api.servicer import SERVICE_NAME, RiskServicer
 from ringfence.service.core.cluster_state import ClusterState, RefitSchedule
-from ringfence.service.core.clustering import ClusterModel, ClusterParams, fit_model, predict_rows
+from ringfence.service.core.clustering import (
+    ClusterModel,
+    ClusterParams,
+    Snapshot,
+    fit_model,
+    predict_rows,
+    tie_placements,
+)
 from ringfence.service.core.decision_feed import DecisionFeed, FeedLimits
 from ringfence.service.core.engine import RiskEngine
 from ringfence.service.core.errors import Rejected
 from ringfence.service.core.features import feature_rows
 from ringfence.service.core.fingerprint import analyze_user_agent
+from ringfence.service.core.fitting import should_warm_up
+from ringfence.service.core.fitting import warm_up as warm_fit_backend
 from ringfence.service.core.identity import Hasher
 from ringfence.service.core.policy import Policy
 from ringfence.service.core.ports import Clock
+from ringfence.service.core.profiles import AccountProfile
 from ringfence.service.edge import Edge
 from ringfence.service.keys import note_key
 from ringfence.service.settings import Settings
 
 log = logging.getLogger(__name__)
+_PLACE_SLICE = 32  # accounts whose cluster features are read per loop turn
+REFIT_NICENESS = 10  # the refit worker's nice increment (the server's own CPU comes first)
+_END = object()
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -71,7 +86,8 @@ def cluster_state(settings: Settings, policy: Policy) -> ClusterState:
     return ClusterState(
         ClusterParams(min_cluster_size=settings.cluster_min_cluster_size,
                       min_samples=settings.cluster_min_samples,
-                      window_days=settings.cluster_window_days),
+                      window_days=settings.cluster_window_days,
+                      backend=settings.cluster_backend),
         RefitSchedule(interval_s=settings.cluster_refit_interval_s,
                       min_gap_s=settings.cluster_refit_min_gap_s,
                       pending_threshold=settings.cluster_refit_pending,
@@ -137,6 +153,7 @@ class App:
         self.models: ModelStore | None = None
         self._model_path: Path | None = None
         self._refit_pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._fit_warmed = False
         self._refit_lock = asyncio.Lock()
         self._tracer_provider = tracer_provider  # tests inject one; else from settings
         self.edge: Edge | None = None
@@ -168,8 +185,11 @@ class App:
                     self.models = ModelStore(model_dir, key)
                 # CPU-heavy fits run in a worker process started from a clean forkserver
                 # (never forked from a process that already runs gRPC).
+                # At a lower CPU priority: a fit sharing a core with the server otherwise
+                # halves the serving capacity for seconds (a queue and a p99 of ~0.6 s).
                 self._refit_pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+                    max_workers=1, mp_context=multiprocessing.get_context("forkserver"),
+                    initializer=os.nice, initargs=(REFIT_NICENESS,))
                 self._stack.callback(_stop_pool, self._refit_pool)
             self.engine = RiskEngine(policy=policy, geoip=self.geoip, store=self.store,
                                      events=self.events, clock=self.clock, hasher=Hasher(key),
@@ -293,9 +313,22 @@ class App:
             return
         now = self.clock.now()
         await self.place_pending_now(now)
+        self._warm_fit_backend()
         if (self.settings.cluster_refit_local and self.clusters.refit_due(now)
                 and not self._refit_lock.locked()):
             await self.refit_now()
+
+    def _warm_fit_backend(self) -> None:
+        """Once, before the first fit that needs them: compile the k-NN fit's kernels in the
+        refit worker (at its low priority, off the serving loop; ``fitting.should_warm_up``)."""
+        if self._fit_warmed or self._refit_pool is None or self.clusters is None \
+                or not self.settings.cluster_refit_local:
+            return
+        model = self.clusters.model
+        accounts = (len(model.account_ids) if model is not None else 0) + self.clusters.pending
+        if should_warm_up(self.clusters.params, accounts):
+            self._fit_warmed = True
+            self._refit_pool.submit(warm_fit_backend)
 
     async def place_pending_now(self, now: float | None = None) -> int:
         """Place accounts waiting for a cluster into the current model; returns how many."""
@@ -309,9 +342,19 @@ class App:
                      if (p := store.account_profile(i)) is not None]
             # Features are read from live profiles here, on the loop that mutates them;
             # only the prediction itself (read-only model) runs in a thread.
-            rows = feature_rows([p for _, p in found], now, model.rarity,
-                                model.params.window_days)
+            # In slices of 32 accounts with a loop turn between them: a whole batch at once
+            # held the loop for several ms (rows are independent, so the result is the same).
+            slices = [found[i:i + _PLACE_SLICE] for i in range(0, len(found), _PLACE_SLICE)]
+            parts = []
+            for n, part in enumerate(slices or [[]]):
+                if n:
+                    await asyncio.sleep(0)
+                parts.append(feature_rows([p for _, p in part], now, model.rarity,
+                                          model.params.window_days))
+            rows = parts[0] if len(parts) == 1 else np.vstack(parts)
             assignments = await asyncio.to_thread(predict_rows, model, rows)
+            # checked against the fit's ties on the loop (it reads the live profiles)
+            assignments = tie_placements(model, [p for _, p in found], assignments, now)
             state.apply(model, [i for i, _ in found], assignments)
             placed += len(found)
         return placed
@@ -322,13 +365,7 @@ class App:
             return None
         async with self._refit_lock:
             now = self.clock.now()
-            snapshot = None
-            for item in self.clusters.snapshot(self.store.active_accounts(), now):
-                if item is None:
-                    await asyncio.sleep(0)  # let requests in between
-                else:
-                    snapshot = item
-            assert snapshot is not None
+            snapshot = await self._snapshot(now)
             loop = asyncio.get_running_loop()
             model = await loop.run_in_executor(self._refit_pool, fit_model, snapshot)
             previous = self.clusters.model.version if self.clusters.model else ""
@@ -340,6 +377,31 @@ class App:
                 "model": model.version, "accounts": len(model.account_ids),
                 "clusters": len(model.clusters), "fit_seconds": round(model.fit_seconds, 3)})
             return model
+
+    async def _snapshot(self, now: float) -> Snapshot:
+        """The refit snapshot. Live profiles are read on the loop, with a turn for requests
+        every 200 accounts; once every profile has been read, the rest (the vectorised tail
+        over the copies: rarity, identity matrix, ~1 s per 100k accounts) runs in a thread,
+        so it no longer holds the loop for hundreds of ms. This relies on the snapshot reading
+        each profile as it pulls it from the iterator (``clustering.build_snapshot`` copies
+        what it needs in that one pass), so nothing live is read after the last one."""
+        assert self.clusters is not None and self.store is not None
+        read_all = False
+
+        def accounts() -> Iterator[tuple[str, AccountProfile]]:
+            nonlocal read_all
+            assert self.store is not None
+            yield from self.store.active_accounts()
+            read_all = True
+
+        steps = self.clusters.snapshot(accounts(), now)
+        while True:
+            item = await asyncio.to_thread(next, steps, _END) if read_all else next(steps, _END)
+            if isinstance(item, Snapshot):
+                return item
+            if item is _END:
+                raise RuntimeError("the cluster snapshot ended without a snapshot")
+            await asyncio.sleep(0)  # let requests in between
 
     async def reload_model_now(self) -> str:
         """Load the latest published model if it is newer than the one in use; returns the

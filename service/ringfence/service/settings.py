@@ -54,6 +54,9 @@ class Settings(BaseSettings):
                                           "that forms a cluster.")
     cluster_min_samples: int = Field(5, ge=1, description="HDBSCAN min_samples: higher is "
                                      "more conservative.")
+    cluster_backend: Literal["auto", "hdbscan", "knn"] = Field(
+        "auto", description="How refits build the HDBSCAN hierarchy: hdbscan (exact), knn "
+        "(approximate neighbour graph, fast-hdbscan) or auto (knn from 20,000 accounts).")
     cluster_window_days: float = Field(7.0, gt=0, description="Accounts active in this window "
                                        "are clustered.")
     cluster_refit_interval_s: float = Field(900.0, gt=0, description="Refit at least this "

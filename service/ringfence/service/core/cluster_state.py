@@ -13,22 +13,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from ringfence.service.core.cluster_profiles import ClusterAssessment, assess_cluster
 from ringfence.service.core.clustering import (
     Assignment,
+    Beacon,
     ClusterModel,
     ClusterParams,
     Snapshot,
     build_snapshot,
     fit_model,
+    linked_by_beacons,
     predict,
 )
 from ringfence.service.core.model import ClusterContext
 from ringfence.service.core.policy import ClusterPolicy
 from ringfence.service.core.profiles import AccountProfile
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,10 @@ class RefitSchedule:
     # one) nothing is placed, and a flood of new accounts must not grow the queue without end.
     # The oldest are dropped: the next refit's snapshot includes them anyway.
     max_pending: int = 1_000_000
+    # placements and beacon links cached between refits beyond the fitted accounts, at most
+    # (a replica that never refits itself would otherwise grow them with every new account);
+    # the oldest are dropped first and placed again on their next request
+    max_cached: int = 1_000_000
 
 
 class ClusterState:
@@ -54,8 +63,9 @@ class ClusterState:
         self.model: ClusterModel | None = None
         self._assessments: dict[str, ClusterAssessment] = {}
         self._assigned: dict[str, Assignment | None] = {}
-        self._beacons: dict[int, str] = {}  # token -> risky cluster id
-        self._linked: dict[str, Assignment] = {}  # accounts linked by a beacon since the fit
+        self._beacons: dict[int, Beacon] = {}  # token -> the risky cluster it links to
+        # accounts linked to a risky cluster: by a beacon, or carried over (_carried_links)
+        self._linked: dict[str, Assignment] = {}
         self._risky_at: dict[str, float] = {}  # cluster id -> last fit that found it risky
         self._pending: dict[str, None] = {}  # insertion-ordered set
         self._last_refit = -math.inf
@@ -75,18 +85,37 @@ class ClusterState:
         linked = self._linked.get(account_id)
         beacons = self._beacons
         if beacons and self._policy.beacon_probability > 0:
-            for token in tokens:
-                cluster_id = beacons.get(token)
-                if cluster_id is not None:
-                    linked = Assignment(cluster_id, self._policy.beacon_probability)
-                    self._linked[account_id] = linked
-                    break
+            cluster_id = linked_by_beacons(beacons, tokens)
+            if cluster_id is not None:
+                linked = Assignment(cluster_id, self._policy.beacon_probability)
+                self._remember(self._linked, account_id, linked)
         if linked is not None:
             context = self._context(model, linked)
             if context is not None and (placed is None or self._counts(context)
                                         or context.risk > placed.risk):
                 return context
         return placed
+
+    def _remember(self, cache: dict[str, _V], account_id: str, value: _V) -> None:
+        """Set (as the newest entry) and keep the cache within ``max_cached`` entries beyond
+        the fitted accounts, dropping the oldest."""
+        cache.pop(account_id, None)
+        cache[account_id] = value
+        model = self.model
+        limit = self.schedule.max_cached + (len(model.account_ids) if model is not None else 0)
+        while len(cache) > limit:
+            del cache[next(iter(cache))]
+
+    def _counted(self, assignment: Assignment) -> bool:
+        """Whether a placement in the current model enters the account's score."""
+        assessment = self._assessments.get(assignment.cluster_id)
+        return (assessment is not None and assessment.risk >= self._policy.enforce_risk
+                and assignment.probability >= self._policy.min_probability)
+
+    def _as_link(self, assignment: Assignment) -> Assignment:
+        policy = self._policy
+        return Assignment(assignment.cluster_id, min(
+            assignment.probability, max(policy.beacon_probability, policy.min_probability)))
 
     def _counts(self, context: ClusterContext) -> bool:
         """Whether the cluster enters the account's score (see scoring.with_cluster)."""
@@ -136,7 +165,14 @@ class ClusterState:
                 self._pending[account_id] = None
             return
         for account_id, assignment in zip(ids, assignments, strict=True):
-            self._assigned[account_id] = assignment
+            previous = self._assigned.get(account_id)
+            # a re-placement from the feature vector alone (the account brought a new address
+            # or prompt) must not undo what the fit found with its identifiers
+            if (previous is not None and self._counted(previous)
+                    and (assignment is None or not self._counted(assignment))
+                    and account_id not in self._linked):
+                self._remember(self._linked, account_id, self._as_link(previous))
+            self._remember(self._assigned, account_id, assignment)
 
     def refit_due(self, now: float) -> bool:
         since = now - self._last_refit
@@ -169,22 +205,62 @@ class ClusterState:
         self._risky_at = {cid: t for cid, t in self._risky_at.items() if cid in assessments}
         for cid in risky:
             self._risky_at[cid] = model.fitted_at
-        beacons = model.beacons.beacons_for(
+        # the device ids and templates that tie a risky cluster's group together link on
+        # sight too (tied_members: they need only two holders, so a young fleet's templates
+        # link before three of its accounts have sent each)
+        beacons = {t: Beacon(cid, address=False)
+                   for t, cid in getattr(model, "tying_tokens", {}).items() if cid in risky}
+        beacons.update(model.beacons.beacons_for(
             np.array([cid in risky for cid in model.label_ids], dtype=bool), model.label_ids,
-            model.params)
+            model.params))
         assigned: dict[str, Assignment | None] = dict.fromkeys(model.account_ids)
         assigned.update(model.members)
         for account_id, previous in self._assigned.items():
             if account_id not in assigned and previous is not None:
                 self._pending[account_id] = None  # placed before, not in this fit: re-place
+        linked = self._carried_links(model, assessments, assigned)
         # One reference swap each; a Score running between them sees a consistent pair at
         # worst one refit old, because view() reads the model first and looks ids up in it.
         self._assessments = assessments
         self._beacons = beacons
-        self._linked = {}
+        self._linked = linked
         self.model = model
         self._assigned = assigned
         self.refits += 1
+
+    def _carried_links(self, model: ClusterModel, assessments: dict[str, ClusterAssessment],
+                       assigned: dict[str, Assignment | None]) -> dict[str, Assignment]:
+        """Links to risky clusters that outlive a refit. An account the previous model counted
+        in a risky cluster (placed with enough membership, or linked by a beacon) stays
+        linked to it while the cluster keeps its id and stays risky (``hold_hours`` at
+        least), unless the new fit counts it somewhere: a fit leaves part of a fleet as
+        noise or at its fringe each time, and its members must not drop in and out of
+        enforcement with every refit."""
+        old = self.model
+        policy = self._policy
+        if old is None:
+            return {}
+        previous: dict[str, Assignment] = {}
+        for account_id, a in self._assigned.items():
+            if a is not None and a.probability >= policy.min_probability:
+                previous[account_id] = a
+        previous.update(self._linked)
+        out: dict[str, Assignment] = {}
+        for account_id, a in previous.items():
+            assessment = assessments.get(a.cluster_id)
+            if assessment is None or assessment.risk < policy.enforce_risk:
+                continue
+            old_assessment = self._assessments.get(a.cluster_id)
+            if old_assessment is None or old_assessment.risk < policy.enforce_risk:
+                continue  # it was not counted before either
+            now = assigned.get(account_id)
+            if now is not None and now.probability >= policy.min_probability:
+                # the new fit places it with confidence: that placement decides. (Placed in
+                # the same cluster but untied, the link stays: its profile keeps only its
+                # latest few prompts, so the template that tied it may have aged out.)
+                continue
+            out[account_id] = self._as_link(a)
+        return out
 
     def _held(self, cluster_id: str, fresh: ClusterAssessment, fitted_at: float
               ) -> ClusterAssessment:

@@ -49,6 +49,12 @@ class Weights:
     new_account: float = 0.15
     fingerprint_inconsistent: float = 0.35
     account_velocity: float = 0.5
+    # Attributes — a new account, an anonymizing network (hosting, VPN, proxy), a client stack
+    # many accounts share, heavy use — describe many honest users (a new backend on a cloud
+    # host with a popular SDK, an agentic coding tool); together they add at most this much,
+    # below the throttle threshold, so that enforcing takes evidence linking the account to
+    # others or showing evasion (see scoring.ATTRIBUTE_CODES).
+    attributes_cap: float = 0.45
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,7 @@ class ClusterWeights:
     shared_templates: float = 0.6
     anonymized: float = 0.4
     new_accounts: float = 0.3
+    created_together: float = 0.4
     synchronized: float = 0.4
     low_frequency_high_volume: float = 0.3
 

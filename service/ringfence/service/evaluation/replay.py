@@ -94,10 +94,12 @@ def _clustering_hook(clusters: ClusterState, store: EmbeddedProfileStore, tick_s
     return hook
 
 
-# Refits in simulated time: every 30 min, or after 10 min once 100 accounts wait. The service's
-# defaults (15 min / 500) suit live traffic; a replay runs days in minutes, so it can afford
-# the server's best case.
-REPLAY_REFIT = RefitSchedule(interval_s=1800.0, min_gap_s=600.0, pending_threshold=100)
+# Refits in simulated time on the service's default schedule (every 15 min, early once 500
+# accounts wait, never within 60 s of the last), and waiting accounts placed every simulated
+# minute (the service places them every second): a replay measures what a server with the
+# default settings would have decided.
+REPLAY_REFIT = RefitSchedule()
+REPLAY_TICK_S = 60.0
 
 
 def create_compared(*, geo_dir: Path | None, policy: Policy | None,
@@ -111,7 +113,7 @@ def create_compared(*, geo_dir: Path | None, policy: Policy | None,
                                       InProcessReplay.create(geo_dir=geo_dir, policy=policy)))
     return InProcessReplay.create(geo_dir=geo_dir, policy=policy, baselines=systems,
                                   clustering=ClusterParams() if clustering else None,
-                                  refit=REPLAY_REFIT)
+                                  refit=REPLAY_REFIT, tick_s=REPLAY_TICK_S)
 
 
 class EngineBaseline:

@@ -86,6 +86,7 @@ class PartitionResult:
     index: int
     account_ids: npt.NDArray[np.str_]
     active: npt.NDArray[np.bool_]  # inside the clustering window (as build_snapshot decides)
+    created_known: npt.NDArray[np.bool_]  # the gateway sent the account's creation time
     token_counts: npt.NDArray[np.int64]  # (n, len(KINDS))
     tokens: npt.NDArray[np.uint64]
     behaviour: npt.NDArray[np.float64]  # (n, len(BEHAVIOUR_NAMES))
@@ -99,8 +100,8 @@ class PartitionResult:
     seconds: float
     cpu_seconds: float  # of the process that ran it (the figure that a loaded machine keeps)
 
-    ARRAYS = ("account_ids", "active", "token_counts", "tokens", "behaviour", "hours", "daily",
-              "totals", "first_seen", "last_seen")
+    ARRAYS = ("account_ids", "active", "created_known", "token_counts", "tokens", "behaviour",
+              "hours", "daily", "totals", "first_seen", "last_seen")
 
     def to_arrays(self) -> dict[str, npt.NDArray[np.generic]]:
         out: dict[str, npt.NDArray[np.generic]] = {k: getattr(self, k) for k in self.ARRAYS}
@@ -111,6 +112,9 @@ class PartitionResult:
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, npt.NDArray[np.generic]]) -> PartitionResult:
         index, events, skipped, seconds, cpu = arrays["meta"].tolist()
+        if "created_known" not in arrays:  # saved before it was kept: sign-up times unknown
+            arrays = {**arrays,
+                      "created_known": np.zeros(len(arrays["account_ids"]), dtype=bool)}
         return cls(index=int(index), events=int(events), skipped=int(skipped),
                    seconds=float(seconds), cpu_seconds=float(cpu),
                    **{k: arrays[k] for k in cls.ARRAYS})
@@ -170,6 +174,7 @@ def aggregate_partition(task: PartitionTask) -> PartitionResult:
     since = since_minute(now, task.window_days)
     ids: list[str] = []
     active: list[bool] = []
+    known: list[bool] = []
     counts: list[list[int]] = []
     flat: list[npt.NDArray[np.uint64]] = []
     rows: list[list[float]] = []
@@ -189,6 +194,7 @@ def aggregate_partition(task: PartitionTask) -> PartitionResult:
         by_kind = account_tokens(p, since)
         ids.append(account_id)
         active.append(minute_of(p.last_seen) >= since)
+        known.append(p.created_at is not None)
         counts.append([len(t) for t in by_kind])
         flat.extend(by_kind)
         rows.append(behaviour(p, now))
@@ -209,6 +215,7 @@ def aggregate_partition(task: PartitionTask) -> PartitionResult:
         index=task.index,
         account_ids=np.array(ids, dtype=str)[order] if ids else np.zeros(0, dtype=str),
         active=np.array(active, dtype=bool)[order],
+        created_known=np.array(known, dtype=bool)[order],
         token_counts=token_counts[order],
         tokens=tokens,
         behaviour=np.array(rows, dtype=np.float64).reshape(-1, len(BEHAVIOUR_NAMES))[order],

@@ -66,7 +66,8 @@ def assemble(results: Sequence[PartitionResult], now: float, since: float,
     snapshot = assemble_snapshot(
         now, params, ids, [by_account[i] for i in chosen],
         behaviour[chosen] if chosen else np.zeros((0, behaviour.shape[1])),
-        hours[chosen], [a.cluster_id if (a := previous.get(i)) else None for i in ids])
+        hours[chosen], [a.cluster_id if (a := previous.get(i)) else None for i in ids],
+        created_known=_concat(results, "created_known").astype(bool)[chosen])
     population = Population(
         account_ids=[str(ids_all[i]) for i in order],
         daily=_concat(results, "daily")[order].astype(np.uint32),
