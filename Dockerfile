@@ -32,6 +32,10 @@ RUN uv build --wheel --out-dir /wheels clients/python \
  && uv pip install --python /opt/ringfence/bin/python --compile-bytecode \
         /wheels/ringfence_client-*.whl "$(ls /wheels/ringfence-[0-9]*.whl)[tracing]" \
  && /opt/ringfence/bin/ringfence version
+# Compile the k-NN refit backend's numba kernels into the venv's cache now (~1 min), so the
+# container's first large refit does not spend that in its worker. numba recompiles (into
+# $HOME=/data/.cache) only if the run-time CPU differs from the build machine's.
+RUN /opt/ringfence/bin/python -c "from ringfence.service.core.fitting import warm_up; warm_up()"
 
 # --- runtime: the venv, a non-root user, no compiler -----------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

@@ -18,6 +18,7 @@ accounts either way.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from typing import Protocol
@@ -57,11 +58,11 @@ class FitParams(Protocol):
 
 
 def knn_available() -> bool:
-    try:
-        import fast_hdbscan.nndescent  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether fast-hdbscan is installed, found without importing it: the import compiles or
+    loads numba kernels while holding the GIL (1 s with numba's cache, 33 s without, measured
+    on the 2-vCPU dev VM), so it must only ever happen in the refit worker, never on the
+    serving process that asks this question."""
+    return importlib.util.find_spec("fast_hdbscan") is not None
 
 
 def backend_for(n_accounts: int, params: FitParams) -> str:
@@ -85,7 +86,11 @@ def fit_clusterer(x: F64Array, params: FitParams) -> hdbscan.HDBSCAN:
     """A fitted ``hdbscan.HDBSCAN`` on ``x`` (labels, probabilities, condensed tree and
     prediction data), by the backend ``backend_for`` picks."""
     if backend_for(len(x), params) == "knn":
-        return _fit_knn(x, params)
+        try:
+            return _fit_knn(x, params)
+        except ImportError as exc:  # installed but unusable (e.g. numba missing or too old)
+            log.warning("the k-NN backend failed to import (%s): fitting with hdbscan's "
+                        "exact backend", exc)
     clusterer = hdbscan.HDBSCAN(
         min_cluster_size=params.min_cluster_size,
         min_samples=params.min_samples,
@@ -170,7 +175,10 @@ def warm_up() -> bool:
     installed."""
     if not knn_available():
         return False
-    from fast_hdbscan.nndescent import compute_mst_from_knn_graph
+    try:
+        from fast_hdbscan.nndescent import compute_mst_from_knn_graph
+    except ImportError:
+        return False
 
     _use_available_cores()
     rng = np.random.default_rng(0)
