@@ -45,6 +45,8 @@ from ringfence.service.core.profiles import (
     summary,
 )
 
+WRITER_NICENESS = 10  # the profile writer thread's nice increment (serving comes first)
+
 P = TypeVar("P", AccountProfile, SharedProfile)
 
 _SCHEMA = """
@@ -357,7 +359,11 @@ class EmbeddedProfileStore:
         self._writer: SqliteWriter | None = None
         reader: sqlite3.Connection | None = None
         if path is not None:
-            self._writer = SqliteWriter(path, name="profiles", flush_interval=flush_interval)
+            # At a lower CPU priority: a checkpoint's writes are thousands of rows every
+            # few seconds, and on a core shared with the event loop they otherwise take
+            # turns with requests (open-loop p99 at half load ~15 ms instead of ~5 ms).
+            self._writer = SqliteWriter(path, name="profiles", flush_interval=flush_interval,
+                                        niceness=WRITER_NICENESS)
             for table in ("accounts", "devices", "prefixes"):
                 for statement in _SCHEMA.format(table=table).split(";"):
                     if statement.strip():

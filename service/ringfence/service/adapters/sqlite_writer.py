@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -35,10 +36,23 @@ def connect(path: Path, *, synchronous: str = "NORMAL") -> sqlite3.Connection:
     return conn
 
 
+def lower_thread_priority(increment: int) -> bool:
+    """Raise the calling thread's nice value by ``increment`` (Linux schedules threads on
+    their own nice values; elsewhere this does nothing). False if it could not."""
+    if not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except OSError:
+        return False
+    return True
+
+
 class SqliteWriter:
     def __init__(self, path: Path, *, name: str, flush_interval: float = 0.05,
                  max_batch: int = 2000, synchronous: str = "NORMAL",
-                 max_queued: int = 200_000,
+                 max_queued: int = 200_000, niceness: int = 0,
                  on_failure: Callable[[Exception], None] | None = None) -> None:
         self._conn = connect(path, synchronous=synchronous)
         self._queue: queue.Queue[tuple[Job, Committed | None] | None] = queue.Queue(max_queued)
@@ -49,6 +63,7 @@ class SqliteWriter:
         self.dropped = 0
         self.failing = False  # the last commit attempt failed (full disk, I/O error)
         self._on_failure = on_failure
+        self._niceness = niceness
         self._thread = threading.Thread(target=self._run, name=f"sqlite-{name}", daemon=True)
         self._thread.start()
 
@@ -86,6 +101,8 @@ class SqliteWriter:
         self._conn.close()
 
     def _run(self) -> None:
+        if self._niceness:
+            lower_thread_priority(self._niceness)
         while True:
             item = self._queue.get()
             if item is None:

@@ -202,7 +202,13 @@ def identity_matrix(per_account: Sequence[Sequence[U64Array]], rarity: Rarity) -
     x = _weighted_matrix(per_account, rarity)
     if not x.shape[1]:
         return np.zeros((len(per_account), IDENTITY_DIMS))
-    return np.asarray(x @ rarity.components.astype(np.float64), dtype=np.float64)
+    # Only the projection rows of the tokens these accounts have: converting all of them
+    # (every shared token of the fit) cost ~2 ms per placement slice of 32 accounts on the
+    # serving loop. The columns keep their order, so each row sums in the same order.
+    used = np.unique(x.indices)
+    x = sp.csr_matrix((x.data, np.searchsorted(used, x.indices), x.indptr),
+                      shape=(x.shape[0], len(used)))
+    return np.asarray(x @ rarity.components[used].astype(np.float64), dtype=np.float64)
 
 
 def feature_rows(profiles: Iterable[AccountProfile], now: float, rarity: Rarity,

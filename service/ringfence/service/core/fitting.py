@@ -18,6 +18,7 @@ accounts either way.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -57,11 +58,12 @@ class FitParams(Protocol):
     def seed(self) -> int: ...
 
 
+@functools.cache
 def knn_available() -> bool:
     """Whether fast-hdbscan is installed, found without importing it: the import compiles or
     loads numba kernels while holding the GIL (1 s with numba's cache, 33 s without, measured
     on the 2-vCPU dev VM), so it must only ever happen in the refit worker, never on the
-    serving process that asks this question."""
+    serving process that asks this question (once: the search itself reads directories)."""
     return importlib.util.find_spec("fast_hdbscan") is not None
 
 
