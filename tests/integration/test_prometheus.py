@@ -114,7 +114,13 @@ async def test_calls_turned_away_by_auth_are_counted(start_app, tmp_path):
         with pytest.raises(grpc.aio.AioRpcError):
             await risk_pb2_grpc.RiskServiceStub(channel).Score(
                 pb.ScoreRequest(account_id="a", client_ip="203.0.113.1"), timeout=5)
-    text = await scrape(app.edge.metrics_port)
+    # the server counts the call as it finishes, which can be just after the client has its
+    # answer: poll (up to 5 s) instead of scraping once
+    for _ in range(50):
+        text = await scrape(app.edge.metrics_port)
+        if value(text, "ringfence_grpc_requests_total", method=SCORE, code="UNAUTHENTICATED"):
+            break
+        await asyncio.sleep(0.1)
     assert value(text, "ringfence_grpc_requests_total", method=SCORE,
                  code="UNAUTHENTICATED") == 1
     assert value(text, "ringfence_decisions_total", action="allow") == 0
