@@ -114,3 +114,41 @@ def test_event_log_purge_deletes_old_events(tmp_path):
     conn = sqlite3.connect(tmp_path / "events.db")
     assert conn.execute("SELECT min(event_time), count(*) FROM events").fetchone() == (T0 + 5, 5)
     log.close()
+
+
+def test_a_checkpoint_round_writes_what_changed_before_it_began_once(tmp_path):
+    path = tmp_path / "state.db"
+    store = EmbeddedProfileStore(path)
+    for i in range(3):
+        store.record(f"acct-{i}", "dev", "pfx", _event(T0 + i, i), None)
+    assert store.begin_checkpoint() == 3 + 1 + 1  # 3 accounts, 1 device, 1 prefix
+    assert store.checkpoint(limit=2) == 2
+    # a hot profile changing again, and a new one, during the round: not chased by it
+    store.record("acct-0", "dev", "pfx", _event(T0 + 3, 0), None)
+    store.record("acct-9", "dev", "pfx", _event(T0 + 4, 9), None)
+    assert store.checkpoint(limit=100) == 3  # the rest of the round, then it is done
+    assert store.checkpoint(limit=100) == 0
+    store._writer.flush()
+    rows = sqlite3.connect(path).execute("SELECT key FROM accounts").fetchall()
+    assert sorted(k for (k,) in rows) == ["acct-0", "acct-1", "acct-2"]
+    # the next round has the changes made meanwhile (acct-0 again, acct-9, device, prefix)
+    assert store.begin_checkpoint() == 4
+    store.close()
+    again = EmbeddedProfileStore(path)
+    assert again.account_summary("acct-0", T0 + 5).total_requests == 2
+    assert again.account_summary("acct-9", T0 + 5).total_requests == 1
+    again.close()
+
+
+def test_a_profile_evicted_while_its_round_waits_is_still_written(tmp_path):
+    path = tmp_path / "state.db"
+    store = EmbeddedProfileStore(path, max_accounts=2, max_shared=8)
+    store.record("a0", "d", "p", _event(T0, 0), None)
+    store.begin_checkpoint()  # a0 waits in the round...
+    for i in range(1, 4):  # ...and is evicted from memory before the round writes it
+        store.record(f"a{i}", "d", "p", _event(T0 + i, i), None)
+    assert "a0" not in store.accounts.cache
+    store._writer.flush()
+    rows = sqlite3.connect(path).execute("SELECT key FROM accounts").fetchall()
+    assert "a0" in {k for (k,) in rows}
+    store.close()

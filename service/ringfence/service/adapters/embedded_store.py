@@ -228,7 +228,9 @@ class _Book(Generic[P]):
         self.capacity = capacity
         self.cache: OrderedDict[str, P] = OrderedDict()
         self.decisions = LastDecisions()
-        self.dirty: set[str] = set()
+        self.dirty: set[str] = set()  # changed since the current checkpoint round began
+        # changed before it began and not written yet (``begin_round``), drained newest first
+        self._round: dict[str, None] = {}
         self._reader = reader
         self._writer = writer
         self._decode = decode
@@ -269,13 +271,28 @@ class _Book(Generic[P]):
     def touch(self, key: str) -> None:
         self.dirty.add(key)
 
+    def begin_round(self) -> int:
+        """Take the profiles changed so far as the round ``checkpoint`` writes; returns how
+        many wait. Profiles changed after this wait for the next round, so one hot profile is
+        written once per round however often it changes (a paced checkpoint that kept taking
+        new changes never finished under load, and wrote hot profiles over and over: +50 %
+        CPU per call at 100k accounts)."""
+        self._round.update(dict.fromkeys(self.dirty))
+        # a new set, not a drained one: a set keeps its table when emptied
+        self.dirty = set()
+        return len(self._round)
+
     def checkpoint(self, limit: int | None = None) -> int:
-        """Queue up to ``limit`` changed profiles (all if None) for writing, as one job."""
+        """Queue up to ``limit`` profiles of the current round (None: every changed profile,
+        a new round first) for writing, as one job; returns how many."""
+        if limit is None:
+            self.begin_round()
         n = 0
         rows: list[tuple[str, _Row]] = []
         writing = self._writer is not None
-        while self.dirty and (limit is None or n < limit):
-            key = self.dirty.pop()
+        waiting = self._round
+        while waiting and (limit is None or n < limit):
+            key, _ = waiting.popitem()
             profile = self.cache.get(key)
             if profile is not None and writing:
                 rows.append((key, self._row(key, profile)))
@@ -289,6 +306,7 @@ class _Book(Generic[P]):
             del self.cache[key]
             self.decisions.pop(key)
             self.dirty.discard(key)
+            self._round.pop(key, None)
         if self._writer is not None:
             self._writer.submit((f"DELETE FROM {self.table} WHERE last_seen < ?", (before,)))
         return len(stale)
@@ -298,8 +316,9 @@ class _Book(Generic[P]):
         if len(self.cache) > self.capacity:
             self._maybe_on_disk = True
             old_key, old = self.cache.popitem(last=False)
-            if old_key in self.dirty:
+            if old_key in self.dirty or old_key in self._round:
                 self.dirty.discard(old_key)
+                self._round.pop(old_key, None)
                 self._write(old_key, old)
             self.decisions.pop(old_key)
 
@@ -443,9 +462,15 @@ class EmbeddedProfileStore:
         row = self._reader.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def begin_checkpoint(self) -> int:
+        """Start a checkpoint round: the profiles changed so far are what the following
+        ``checkpoint(limit)`` calls write; returns how many."""
+        return sum(book.begin_round() for book in (self.accounts, self.devices, self.prefixes))
+
     def checkpoint(self, limit: int | None = None) -> int:
-        """Queue changed profiles for writing (at most ``limit``; all if None); returns how
-        many. Serializing runs on the caller's thread, so a server calls it in slices."""
+        """Queue profiles for writing: up to ``limit`` of the round ``begin_checkpoint``
+        started, or (None) every changed profile; returns how many, 0 when the round is done.
+        Serializing runs on the caller's thread, so a server calls it in slices."""
         done = 0
         for book in (self.accounts, self.devices, self.prefixes):
             done += book.checkpoint(None if limit is None else limit - done)

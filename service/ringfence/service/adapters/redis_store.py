@@ -234,8 +234,11 @@ class RedisProfileStore:
                     break
         return total
 
-    def checkpoint(self, limit: int | None = None) -> int:
+    def begin_checkpoint(self) -> int:
         return 0  # every write is already in Redis
+
+    def checkpoint(self, limit: int | None = None) -> int:
+        return 0
 
     def flush(self) -> None:
         return None

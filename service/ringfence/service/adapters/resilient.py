@@ -180,6 +180,9 @@ class ResilientProfileStore:
         shared, ok = self._call(lambda: self.shared.purge(before), lambda: 0)
         return shared if ok else n
 
+    def begin_checkpoint(self) -> int:
+        return self.local.begin_checkpoint()
+
     def checkpoint(self, limit: int | None = None) -> int:
         return self.local.checkpoint(limit)
 
