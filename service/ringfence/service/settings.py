@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(5.0, gt=0, description="How often changed profiles "
                                          "are written to disk.")
     background_loop_share: float = Field(
-        0.25, gt=0, le=1, description="Most of the event loop's time that background work "
+        0.1, gt=0, le=1, description="Most of the event loop's time that background work "
         "on it (profile checkpoints, cluster placement, refit snapshots) may take while "
         "requests are served; it pauses between slices to stay under it. 1: only a loop "
         "turn between slices.")
